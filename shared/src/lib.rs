@@ -1,0 +1,20 @@
+//! icsync's shared library: everything the three processes have in common.
+//!
+//! A map of the modules, from the pure core outwards:
+//!
+//! - [`knowledge`]: versions (replica, tick) and knowledge ("A5, B4") — seed 004's metadata,
+//!   with seed 003's union / project / exclude. Pure data, no I/O.
+//! - [`model`]: folders and messages as they travel: items, change units, phases (seed 002).
+//! - [`store`]: the information store on SQLite — schema and inline change tracking, change
+//!   enumeration (seed 001) and the change applier (seed 003).
+//! - [`protocol`]: the wire — frames, the buffered connection, one module per message family.
+//! - [`ipc`]: local sockets: owner-only listeners, stale-socket recovery, peer-credential checks.
+//! - [`shutdown`]: the shutdown signal daemons take, so tests can stop them cleanly.
+//!
+//! The seeds are the five documents in `shared/seeds/` of the product repository; comments name
+//! them by file number (000 Exchange ICS, 001 metadata storage, 002 Outlook replication state
+//! machine, 003 applying changes, 004 Sync Framework introduction).
+
+pub mod knowledge;
+pub mod model;
+pub mod store;

@@ -1,0 +1,204 @@
+//! Change enumeration, seed 001's GetChangeBatch: given what the destination knows, the next
+//! batch of changes it lacks, in seed 002's phase order (hierarchy, contents, read status,
+//! message deletes, folder deletes).
+//!
+//! Per phase and per replica, the enumeration walks the index `sync_units(phase, r, t)` over the
+//! tick ranges the source's knowledge has and the destination's lacks only, so its cost follows
+//! the number of changes returned, never the store's size. Versions newer than the knowledge the
+//! session started with (`made_with`) are left for the next session: the batch's learned
+//! knowledge then says exactly what it carries.
+
+use std::collections::HashSet;
+
+use super::error::SqlContext;
+use super::items::{ItemChange, ReplicaTable};
+use super::{Store, StoreError};
+use crate::knowledge::{Knowledge, ReplicaId, TickSet, Version};
+use crate::model::{Change, Phase};
+
+/// Where an enumeration stands between batches: the phase, the replica (by position in the
+/// session's sorted replica list) and the last tick looked at.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EnumerationCursor {
+    phase: usize,
+    replica: usize,
+    after: u64,
+}
+
+impl EnumerationCursor {
+    pub fn phase(&self) -> Option<Phase> {
+        Phase::ALL.get(self.phase).copied()
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.phase >= Phase::ALL.len()
+    }
+}
+
+/// One batch of an export: the items (in wire form), the replica table their versions index,
+/// every version the batch carries, and whether the enumeration is finished.
+#[derive(Debug)]
+pub struct ExportBatch {
+    pub phase: Phase,
+    pub replicas: Vec<ReplicaId>,
+    pub changes: Vec<Change>,
+    pub versions: Vec<Version>,
+    pub payload_bytes: usize,
+    pub done: bool,
+}
+
+/// How many index rows one query reads at a time.
+const CHUNK: i64 = 512;
+
+impl Store {
+    /// The next batch of at most `limit` items (and about `max_bytes` of values) whose versions
+    /// `made_with` holds and `dest` lacks, continuing from `cursor`.
+    pub fn next_batch(
+        &mut self,
+        cursor: &mut EnumerationCursor,
+        made_with: &Knowledge,
+        dest: &Knowledge,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<ExportBatch, StoreError> {
+        let p = self.path.clone();
+        let limit = limit.max(1);
+        // One read transaction per batch: the batch is a consistent snapshot.
+        self.conn
+            .execute_batch("BEGIN DEFERRED")
+            .ctx(&p, "cannot begin reading")?;
+        let result = self.fill_batch(cursor, made_with, dest, limit, max_bytes);
+        let end = self.conn.execute_batch("COMMIT").ctx(&p, "cannot end reading");
+        let batch = result?;
+        end?;
+        Ok(batch)
+    }
+
+    fn fill_batch(
+        &mut self,
+        cursor: &mut EnumerationCursor,
+        made_with: &Knowledge,
+        dest: &Knowledge,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<ExportBatch, StoreError> {
+        let p = self.path.clone();
+        let replicas: Vec<ReplicaId> = made_with.replicas().cloned().collect();
+        let start_phase = cursor.phase().unwrap_or(Phase::FolderDeletes);
+        let mut table = ReplicaTable::default();
+        let mut seen = HashSet::new();
+        let mut changes = Vec::new();
+        let mut versions = Vec::new();
+        let mut bytes = 0usize;
+
+        'phases: while let Some(phase) = cursor.phase() {
+            // A batch stays within one phase, so a batch's phase is what progress shows.
+            if phase != start_phase && !changes.is_empty() {
+                break;
+            }
+            let Some(replica) = replicas.get(cursor.replica) else {
+                cursor.phase += 1;
+                cursor.replica = 0;
+                cursor.after = 0;
+                continue;
+            };
+            let missing = missing_ticks(made_with, dest, replica);
+            let idx = self.index_of(replica)?;
+            let next_range = idx.and_then(|_| {
+                missing
+                    .ranges()
+                    .find(|&(_, to)| to > cursor.after)
+                    .map(|(from, to)| (from.max(cursor.after + 1), to))
+            });
+            let (Some(idx), Some((from, to))) = (idx, next_range) else {
+                cursor.replica += 1;
+                cursor.after = 0;
+                continue;
+            };
+            let rows: Vec<(String, i64)> = self
+                .conn
+                .prepare_cached(
+                    "SELECT item, t FROM sync_units WHERE phase = ?1 AND r = ?2 \
+                     AND t BETWEEN ?3 AND ?4 ORDER BY t LIMIT ?5",
+                )
+                .and_then(|mut s| {
+                    s.query_map(
+                        rusqlite::params![phase.code(), idx, from as i64, to as i64, CHUNK],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )?
+                    .collect()
+                })
+                .ctx(&p, "cannot enumerate changes")?;
+            let exhausted = (rows.len() as i64) < CHUNK;
+            for (item, t) in rows {
+                let t = t.max(0) as u64;
+                cursor.after = t;
+                if !missing.contains(t) || !seen.insert(item.clone()) {
+                    continue;
+                }
+                let Some(change) = self.read_item_change(&item)? else {
+                    continue;
+                };
+                // Every unit may already be known (sent earlier in this session).
+                if change.versions().all(|v| dest.contains(v)) {
+                    continue;
+                }
+                bytes += approximate_size(&change);
+                versions.extend(change.versions().cloned());
+                changes.push(change.to_wire(&mut table));
+                if changes.len() >= limit || bytes >= max_bytes {
+                    break 'phases;
+                }
+            }
+            if exhausted {
+                cursor.after = to;
+            }
+        }
+        Ok(ExportBatch {
+            phase: start_phase,
+            replicas: table.into_ids(),
+            changes,
+            versions,
+            payload_bytes: bytes,
+            done: cursor.is_done(),
+        })
+    }
+}
+
+/// Ticks of `replica` that `made_with` holds and `dest` lacks.
+fn missing_ticks(made_with: &Knowledge, dest: &Knowledge, replica: &ReplicaId) -> TickSet {
+    let have = made_with.get(replica).cloned().unwrap_or_default();
+    match dest.get(replica) {
+        Some(known) => have.difference(known),
+        None => have,
+    }
+}
+
+/// A rough size of an item's values, to keep batches under the frame cap.
+fn approximate_size(change: &ItemChange) -> usize {
+    use crate::model::{Body, UnitValue};
+    change
+        .units
+        .iter()
+        .map(|u| match &u.value {
+            UnitValue::Content {
+                subject,
+                sender,
+                headers,
+                body,
+                ..
+            } => {
+                let body = match body {
+                    Some(Body::Text(t)) => t.len() + t.len() / 8,
+                    Some(Body::Base64(b)) => b.len(),
+                    None => 0,
+                };
+                subject.len() + sender.len() + headers.len() + body + 64
+            }
+            UnitValue::Name { name } => name.len() + 32,
+            _ => 48,
+        })
+        .sum::<usize>()
+        + change.id.len()
+        + 32
+}

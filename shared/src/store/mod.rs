@@ -1,0 +1,338 @@
+//! The information store: a SQLite file with the public `folders` and `messages` tables, inline
+//! change tracking by triggers, and the private sync metadata beside them (see `schema`).
+//!
+//! - `schema`: the migrations (tables, indexes, triggers).
+//! - `enumerate`: seed 001's GetChangeBatch — the next batch of changes a knowledge lacks.
+//! - `apply`: seed 003's change applier — import a batch in one transaction with the knowledge.
+//! - `items`: reading and writing one item's versions and values (seed 001's GetLocalVersions).
+
+mod apply;
+mod enumerate;
+mod error;
+mod items;
+pub mod schema;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use serde::Serialize;
+
+pub use apply::{ApplyOutcome, ConflictRule, ImportSession, ItemError, ReportedConflict};
+pub use enumerate::{EnumerationCursor, ExportBatch};
+pub use error::StoreError;
+pub use items::{ItemChange, LocalItem, UnitState};
+
+use crate::knowledge::{Knowledge, ReplicaId, Version};
+use error::SqlContext;
+
+/// Counts for `synchronizer info`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StoreCounts {
+    pub folders: u64,
+    pub messages: u64,
+    pub tombstones: u64,
+}
+
+/// An open information store: one SQLite connection and the store's identity.
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+    replica: ReplicaId,
+    /// Replica index ↔ global id; `sync_replicas` is append-only, so entries never go stale.
+    by_idx: HashMap<i64, ReplicaId>,
+    by_id: HashMap<ReplicaId, i64>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.path)
+            .field("replica", &self.replica)
+            .finish()
+    }
+}
+
+impl Store {
+    /// Opens the store at `path`, creating it (with a new replica id) when no file is there.
+    /// A file that is not a store, or a store of a newer schema, is refused untouched.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Self::check_existing(path)?;
+        let conn = Connection::open(path).ctx(path, "cannot open the store")?;
+        let mut store = Store {
+            conn,
+            path: path.to_path_buf(),
+            replica: ReplicaId::from(""),
+            by_idx: HashMap::new(),
+            by_id: HashMap::new(),
+        };
+        store.configure()?;
+        store.migrate()?;
+        store.load_identity()?;
+        Ok(store)
+    }
+
+    /// Looks at an existing file read-only, before anything could write to it.
+    fn check_existing(path: &Path) -> Result<(), StoreError> {
+        let len = match std::fs::metadata(path) {
+            Ok(meta) if meta.is_dir() => {
+                return Err(StoreError::NotAStore {
+                    path: path.to_path_buf(),
+                    what: "a directory".into(),
+                })
+            }
+            Ok(meta) => meta.len(),
+            Err(_) => return Ok(()),
+        };
+        if len == 0 {
+            return Ok(());
+        }
+        let not_sqlite = || StoreError::NotAStore {
+            path: path.to_path_buf(),
+            what: "not a SQLite database".into(),
+        };
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|_| not_sqlite())?;
+        let app_id: i64 = conn
+            .query_row("PRAGMA application_id", [], |r| r.get(0))
+            .map_err(|_| not_sqlite())?;
+        let tables: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+            .map_err(|_| not_sqlite())?;
+        if app_id != schema::APPLICATION_ID && !(app_id == 0 && tables == 0) {
+            return Err(StoreError::NotAStore {
+                path: path.to_path_buf(),
+                what: format!("a SQLite database of another application (application_id {app_id}, {tables} schema objects)"),
+            });
+        }
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|_| not_sqlite())?;
+        if version > schema::SCHEMA_VERSION {
+            return Err(StoreError::NewerSchema {
+                path: path.to_path_buf(),
+                found: version,
+                supported: schema::SCHEMA_VERSION,
+            });
+        }
+        Ok(())
+    }
+
+    /// WAL; `synchronous = NORMAL`: a commit survives the death of any process (the product's
+    /// kill -9 promise). After a power loss the newest commits may be gone, which sessions
+    /// repair, because each session starts from what the destination really knows.
+    fn configure(&self) -> Result<(), StoreError> {
+        let p = &self.path;
+        self.conn
+            .busy_timeout(std::time::Duration::from_secs(10))
+            .ctx(p, "cannot set busy timeout")?;
+        self.conn
+            .execute_batch(&format!("PRAGMA page_size = {};", schema::PAGE_SIZE))
+            .ctx(p, "cannot set page size")?;
+        self.conn
+            .query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
+            .ctx(p, "cannot switch to WAL")?;
+        self.conn
+            .execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
+            .ctx(p, "cannot set pragmas")?;
+        self.conn.set_prepared_statement_cache_capacity(64);
+        Ok(())
+    }
+
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let p = self.path.clone();
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .ctx(&p, "cannot begin migration")?;
+        let version: i64 = tx
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .ctx(&p, "cannot read schema version")?;
+        if version > schema::SCHEMA_VERSION {
+            return Err(StoreError::NewerSchema {
+                path: p,
+                found: version,
+                supported: schema::SCHEMA_VERSION,
+            });
+        }
+        for index in (version as usize)..schema::MIGRATIONS.len() {
+            let sql = schema::migration_sql(index).unwrap_or_default();
+            tx.execute_batch(&sql).ctx(&p, "migration failed")?;
+            if index == 0 {
+                let replica = uuid::Uuid::new_v4().to_string();
+                tx.execute(
+                    "INSERT INTO sync_state (id, replica) VALUES (1, ?1)",
+                    [&replica],
+                )
+                .ctx(&p, "cannot create the replica")?;
+                tx.execute(
+                    "INSERT INTO sync_replicas (idx, replica) VALUES (0, ?1)",
+                    [&replica],
+                )
+                .ctx(&p, "cannot create the replica")?;
+                tx.execute_batch(&format!(
+                    "PRAGMA application_id = {};",
+                    schema::APPLICATION_ID
+                ))
+                .ctx(&p, "cannot mark the file as a store")?;
+            }
+            tx.execute_batch(&format!("PRAGMA user_version = {};", index + 1))
+                .ctx(&p, "cannot record schema version")?;
+        }
+        tx.commit().ctx(&p, "cannot commit migration")
+    }
+
+    fn load_identity(&mut self) -> Result<(), StoreError> {
+        let p = self.path.clone();
+        let replica: String = self
+            .conn
+            .query_row("SELECT replica FROM sync_state WHERE id = 1", [], |r| {
+                r.get(0)
+            })
+            .ctx(&p, "cannot read the replica id")?;
+        self.replica = ReplicaId::from(replica);
+        self.reload_replicas()
+    }
+
+    fn reload_replicas(&mut self) -> Result<(), StoreError> {
+        let p = self.path.clone();
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT idx, replica FROM sync_replicas")
+            .ctx(&p, "cannot read replicas")?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+            .ctx(&p, "cannot read replicas")?;
+        for row in rows {
+            let (idx, id) = row.ctx(&p, "cannot read replicas")?;
+            let id = ReplicaId::from(id);
+            self.by_id.insert(id.clone(), idx);
+            self.by_idx.insert(idx, id);
+        }
+        Ok(())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// This store's replica id.
+    pub fn replica(&self) -> &ReplicaId {
+        &self.replica
+    }
+
+    /// The plain connection, for tests and tools that change the store as an application would.
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// The last tick this replica gave a local change.
+    pub fn tick(&self) -> Result<u64, StoreError> {
+        self.conn
+            .query_row("SELECT tick FROM sync_state WHERE id = 1", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|t| t.max(0) as u64)
+            .ctx(&self.path, "cannot read the tick counter")
+    }
+
+    /// The store's knowledge: what it learned of other replicas plus every local tick.
+    pub fn knowledge(&self) -> Result<Knowledge, StoreError> {
+        let (json, tick): (String, i64) = self
+            .conn
+            .query_row(
+                "SELECT knowledge, tick FROM sync_state WHERE id = 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .ctx(&self.path, "cannot read knowledge")?;
+        let mut knowledge = self.parse_knowledge(&json, "knowledge")?;
+        if tick > 0 {
+            knowledge.insert_range(&self.replica, 1, tick as u64);
+        }
+        Ok(knowledge)
+    }
+
+    /// Forgotten knowledge (seed 001): versions whose tombstones were cleaned up.
+    pub fn forgotten_knowledge(&self) -> Result<Knowledge, StoreError> {
+        let json: String = self
+            .conn
+            .query_row("SELECT forgotten FROM sync_state WHERE id = 1", [], |r| {
+                r.get(0)
+            })
+            .ctx(&self.path, "cannot read forgotten knowledge")?;
+        self.parse_knowledge(&json, "forgotten knowledge")
+    }
+
+    fn parse_knowledge(&self, json: &str, what: &str) -> Result<Knowledge, StoreError> {
+        serde_json::from_str(json).map_err(|e| StoreError::Corrupt {
+            path: self.path.clone(),
+            what: format!("{what} is not valid: {e}"),
+        })
+    }
+
+    pub fn counts(&self) -> Result<StoreCounts, StoreError> {
+        let count = |sql: &str| -> Result<u64, StoreError> {
+            self.conn
+                .query_row(sql, [], |r| r.get::<_, i64>(0))
+                .map(|n| n.max(0) as u64)
+                .ctx(&self.path, "cannot count items")
+        };
+        Ok(StoreCounts {
+            folders: count("SELECT count(*) FROM folders")?,
+            messages: count("SELECT count(*) FROM messages")?,
+            tombstones: count("SELECT count(*) FROM sync_items WHERE deleted_at IS NOT NULL")?,
+        })
+    }
+
+    /// The global id of a replica index used in this store's versions.
+    pub(crate) fn replica_of(&mut self, idx: i64) -> Result<ReplicaId, StoreError> {
+        if let Some(id) = self.by_idx.get(&idx) {
+            return Ok(id.clone());
+        }
+        self.reload_replicas()?;
+        self.by_idx
+            .get(&idx)
+            .cloned()
+            .ok_or_else(|| StoreError::Corrupt {
+                path: self.path.clone(),
+                what: format!("replica index {idx} is not in sync_replicas"),
+            })
+    }
+
+    /// The index of a replica in this store, if it has one.
+    pub(crate) fn index_of(&mut self, id: &ReplicaId) -> Result<Option<i64>, StoreError> {
+        if let Some(idx) = self.by_id.get(id) {
+            return Ok(Some(*idx));
+        }
+        let p = self.path.clone();
+        let idx: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT idx FROM sync_replicas WHERE replica = ?1",
+                [id.as_str()],
+                |r| r.get(0),
+            )
+            .optional()
+            .ctx(&p, "cannot read replicas")?;
+        if let Some(idx) = idx {
+            self.by_id.insert(id.clone(), idx);
+            self.by_idx.insert(idx, id.clone());
+        }
+        Ok(idx)
+    }
+
+    /// A version as the store keeps it: (replica index, tick).
+    pub(crate) fn version_of(&mut self, idx: i64, tick: i64) -> Result<Version, StoreError> {
+        Ok(Version {
+            replica: self.replica_of(idx)?,
+            tick: tick.max(0) as u64,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

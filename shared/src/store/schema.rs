@@ -1,0 +1,204 @@
+//! The store's schema as append-only numbered migrations. Migration N takes a store from
+//! `user_version` N-1 to N; a released migration is never edited, only followed by a new one.
+//!
+//! Change tracking is *inline* (seed 004, "Inlinenachverfolgung: ... ein Trigger"): triggers on
+//! the public tables give every local row change exactly one tick, shared by all the change units
+//! that row change touches; an UPDATE that changes no value takes no tick. The collector applies
+//! remote changes with `sync_state.applying = 1` inside its write transaction, which the tracking
+//! triggers see and stand aside for, so an imported change keeps its *remote* version. The flag
+//! is only ever 1 inside an uncommitted transaction (SQLite has one writer at a time), so no other
+//! connection ever sees it set.
+//!
+//! Unit codes (`sync_units.unit`): 1 folder name, 2 folder parent, 3 message content, 4 read
+//! status, 5 message location, 8 message tombstone, 9 folder tombstone. Phase codes
+//! (`sync_units.phase`): 1 hierarchy, 2 contents, 3 read status, 4 message deletes, 5 folder
+//! deletes. Replica index 0 is the store's own replica.
+
+/// `PRAGMA application_id` of every icsync store ("icsy"): how a store is told from any other
+/// SQLite file before anything is written to it.
+pub const APPLICATION_ID: i64 = 0x6963_7379;
+
+/// The page size of a new store. Messages are ~2 KiB: 8 KiB pages hold three of them (about 85%
+/// full) where 4 KiB pages would hold one and waste half of every page.
+pub const PAGE_SIZE: i64 = 8192;
+
+/// The migrations, in order; `MIGRATIONS[i]` takes `user_version` i to i + 1.
+pub const MIGRATIONS: &[&str] = &[MIGRATION_1];
+
+/// The schema version this build writes and understands.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+const NOW_MS: &str = "CAST(unixepoch('subsec') * 1000 AS INTEGER)";
+
+const MIGRATION_1: &str = r#"
+-- The public tables: the contract with applications (PRODUCT.md). `id` is the global id; a random
+-- one is made when the application gives none.
+CREATE TABLE folders (
+    id        TEXT PRIMARY KEY NOT NULL DEFAULT (lower(hex(randomblob(16)))),
+    parent_id TEXT NULL,
+    name      TEXT NOT NULL
+);
+CREATE INDEX folders_by_parent ON folders(parent_id);
+
+CREATE TABLE messages (
+    id          TEXT PRIMARY KEY NOT NULL DEFAULT (lower(hex(randomblob(16)))),
+    folder_id   TEXT NOT NULL,
+    subject     TEXT NOT NULL DEFAULT '',
+    sender      TEXT NOT NULL DEFAULT '',
+    received_at INTEGER NOT NULL DEFAULT 0,
+    headers     TEXT NOT NULL DEFAULT '',
+    body        BLOB,
+    is_read     INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX messages_by_folder ON messages(folder_id);
+
+-- One row: the replica's identity, its tick counter and what it knows of other replicas.
+CREATE TABLE sync_state (
+    id        INTEGER PRIMARY KEY CHECK (id = 1),
+    replica   TEXT NOT NULL,
+    tick      INTEGER NOT NULL DEFAULT 0,
+    applying  INTEGER NOT NULL DEFAULT 0,
+    knowledge TEXT NOT NULL DEFAULT '[]',
+    forgotten TEXT NOT NULL DEFAULT '[]'
+);
+
+-- Global replica ids and the small integers versions use inside this store.
+CREATE TABLE sync_replicas (
+    idx     INTEGER PRIMARY KEY,
+    replica TEXT NOT NULL UNIQUE
+);
+
+-- Every item this store has seen, live or tombstone: its kind and creation version.
+CREATE TABLE sync_items (
+    id         TEXT PRIMARY KEY NOT NULL,
+    kind       INTEGER NOT NULL,
+    created_r  INTEGER NOT NULL REFERENCES sync_replicas(idx),
+    created_t  INTEGER NOT NULL,
+    deleted_at INTEGER
+) WITHOUT ROWID;
+
+-- The update version of each change unit of each item (a tombstone has one unit: its deletion).
+CREATE TABLE sync_units (
+    item  TEXT NOT NULL REFERENCES sync_items(id),
+    unit  INTEGER NOT NULL,
+    r     INTEGER NOT NULL REFERENCES sync_replicas(idx),
+    t     INTEGER NOT NULL,
+    at    INTEGER NOT NULL,
+    phase INTEGER NOT NULL,
+    PRIMARY KEY (item, unit)
+) WITHOUT ROWID;
+-- Enumeration walks this index: cost follows the changes returned, not the store's size.
+CREATE INDEX sync_units_by_version ON sync_units(phase, r, t);
+
+-- Integrity, for every writer (applications and the collector alike).
+CREATE TRIGGER folders_parent_exists BEFORE INSERT ON folders
+WHEN NEW.parent_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM folders WHERE id = NEW.parent_id)
+BEGIN SELECT RAISE(ABORT, 'icsync: folders.parent_id names no folder'); END;
+
+CREATE TRIGGER folders_reparent_exists BEFORE UPDATE OF parent_id ON folders
+WHEN NEW.parent_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM folders WHERE id = NEW.parent_id)
+BEGIN SELECT RAISE(ABORT, 'icsync: folders.parent_id names no folder'); END;
+
+CREATE TRIGGER folders_not_own_parent BEFORE UPDATE OF parent_id ON folders
+WHEN NEW.parent_id = NEW.id
+BEGIN SELECT RAISE(ABORT, 'icsync: a folder cannot be its own parent'); END;
+
+CREATE TRIGGER folders_id_fixed BEFORE UPDATE OF id ON folders WHEN NEW.id IS NOT OLD.id
+BEGIN SELECT RAISE(ABORT, 'icsync: folders.id is a global id and cannot change'); END;
+
+CREATE TRIGGER folders_delete_empty BEFORE DELETE ON folders
+WHEN EXISTS (SELECT 1 FROM messages WHERE folder_id = OLD.id)
+  OR EXISTS (SELECT 1 FROM folders WHERE parent_id = OLD.id)
+BEGIN SELECT RAISE(ABORT, 'icsync: folder still holds messages or folders; delete or move them first'); END;
+
+CREATE TRIGGER messages_folder_exists BEFORE INSERT ON messages
+WHEN NOT EXISTS (SELECT 1 FROM folders WHERE id = NEW.folder_id)
+BEGIN SELECT RAISE(ABORT, 'icsync: messages.folder_id names no folder'); END;
+
+CREATE TRIGGER messages_move_exists BEFORE UPDATE OF folder_id ON messages
+WHEN NOT EXISTS (SELECT 1 FROM folders WHERE id = NEW.folder_id)
+BEGIN SELECT RAISE(ABORT, 'icsync: messages.folder_id names no folder'); END;
+
+CREATE TRIGGER messages_id_fixed BEFORE UPDATE OF id ON messages WHEN NEW.id IS NOT OLD.id
+BEGIN SELECT RAISE(ABORT, 'icsync: messages.id is a global id and cannot change'); END;
+
+-- Tracking of local changes: one tick per row change.
+CREATE TRIGGER folders_track_insert AFTER INSERT ON folders
+WHEN (SELECT applying FROM sync_state WHERE id = 1) = 0
+BEGIN
+    UPDATE sync_state SET tick = tick + 1 WHERE id = 1;
+    DELETE FROM sync_units WHERE item = NEW.id;
+    INSERT OR REPLACE INTO sync_items (id, kind, created_r, created_t, deleted_at)
+        SELECT NEW.id, 0, 0, tick, NULL FROM sync_state WHERE id = 1;
+    INSERT INTO sync_units (item, unit, r, t, at, phase)
+        SELECT NEW.id, 1, 0, tick, {NOW_MS}, 1 FROM sync_state WHERE id = 1
+        UNION ALL SELECT NEW.id, 2, 0, tick, {NOW_MS}, 1 FROM sync_state WHERE id = 1;
+END;
+
+CREATE TRIGGER folders_track_update AFTER UPDATE ON folders
+WHEN (SELECT applying FROM sync_state WHERE id = 1) = 0
+ AND (OLD.name IS NOT NEW.name OR OLD.parent_id IS NOT NEW.parent_id)
+BEGIN
+    UPDATE sync_state SET tick = tick + 1 WHERE id = 1;
+    UPDATE sync_units SET r = 0, t = (SELECT tick FROM sync_state WHERE id = 1), at = {NOW_MS}
+     WHERE item = NEW.id
+       AND ((unit = 1 AND OLD.name IS NOT NEW.name) OR (unit = 2 AND OLD.parent_id IS NOT NEW.parent_id));
+END;
+
+CREATE TRIGGER folders_track_delete AFTER DELETE ON folders
+WHEN (SELECT applying FROM sync_state WHERE id = 1) = 0
+BEGIN
+    UPDATE sync_state SET tick = tick + 1 WHERE id = 1;
+    DELETE FROM sync_units WHERE item = OLD.id;
+    INSERT INTO sync_units (item, unit, r, t, at, phase)
+        SELECT OLD.id, 9, 0, tick, {NOW_MS}, 5 FROM sync_state WHERE id = 1;
+    UPDATE sync_items SET deleted_at = unixepoch() WHERE id = OLD.id;
+END;
+
+CREATE TRIGGER messages_track_insert AFTER INSERT ON messages
+WHEN (SELECT applying FROM sync_state WHERE id = 1) = 0
+BEGIN
+    UPDATE sync_state SET tick = tick + 1 WHERE id = 1;
+    DELETE FROM sync_units WHERE item = NEW.id;
+    INSERT OR REPLACE INTO sync_items (id, kind, created_r, created_t, deleted_at)
+        SELECT NEW.id, 1, 0, tick, NULL FROM sync_state WHERE id = 1;
+    INSERT INTO sync_units (item, unit, r, t, at, phase)
+        SELECT NEW.id, 3, 0, tick, {NOW_MS}, 2 FROM sync_state WHERE id = 1
+        UNION ALL SELECT NEW.id, 4, 0, tick, {NOW_MS}, 3 FROM sync_state WHERE id = 1
+        UNION ALL SELECT NEW.id, 5, 0, tick, {NOW_MS}, 2 FROM sync_state WHERE id = 1;
+END;
+
+CREATE TRIGGER messages_track_update AFTER UPDATE ON messages
+WHEN (SELECT applying FROM sync_state WHERE id = 1) = 0
+ AND (OLD.subject IS NOT NEW.subject OR OLD.sender IS NOT NEW.sender
+      OR OLD.received_at IS NOT NEW.received_at OR OLD.headers IS NOT NEW.headers
+      OR OLD.body IS NOT NEW.body OR OLD.is_read IS NOT NEW.is_read
+      OR OLD.folder_id IS NOT NEW.folder_id)
+BEGIN
+    UPDATE sync_state SET tick = tick + 1 WHERE id = 1;
+    UPDATE sync_units SET r = 0, t = (SELECT tick FROM sync_state WHERE id = 1), at = {NOW_MS}
+     WHERE item = NEW.id
+       AND ((unit = 3 AND (OLD.subject IS NOT NEW.subject OR OLD.sender IS NOT NEW.sender
+                           OR OLD.received_at IS NOT NEW.received_at
+                           OR OLD.headers IS NOT NEW.headers OR OLD.body IS NOT NEW.body))
+         OR (unit = 4 AND OLD.is_read IS NOT NEW.is_read)
+         OR (unit = 5 AND OLD.folder_id IS NOT NEW.folder_id));
+END;
+
+CREATE TRIGGER messages_track_delete AFTER DELETE ON messages
+WHEN (SELECT applying FROM sync_state WHERE id = 1) = 0
+BEGIN
+    UPDATE sync_state SET tick = tick + 1 WHERE id = 1;
+    DELETE FROM sync_units WHERE item = OLD.id;
+    INSERT INTO sync_units (item, unit, r, t, at, phase)
+        SELECT OLD.id, 8, 0, tick, {NOW_MS}, 4 FROM sync_state WHERE id = 1;
+    UPDATE sync_items SET deleted_at = unixepoch() WHERE id = OLD.id;
+END;
+"#;
+
+/// The SQL of migration `index` (0-based) with its placeholders filled in.
+pub fn migration_sql(index: usize) -> Option<String> {
+    MIGRATIONS
+        .get(index)
+        .map(|sql| sql.replace("{NOW_MS}", NOW_MS))
+}
