@@ -160,7 +160,9 @@ impl Store {
             let before = session.pending.len();
             let waiting = std::mem::take(&mut session.pending);
             for (change, _) in waiting {
-                session.excluded.retain(|v| !change.versions().any(|w| w == v));
+                session
+                    .excluded
+                    .retain(|v| !change.versions().any(|w| w == v));
                 self.apply_guarded(session, &known, change, &mut outcome, &mut learned)?;
             }
             if session.pending.len() >= before {
@@ -301,10 +303,9 @@ impl Store {
             let delete_wins = match session.rule {
                 ConflictRule::IncomingWins => true,
                 ConflictRule::LocalWins | ConflictRule::Merge | ConflictRule::Defer => false,
-                ConflictRule::NewerWins => newer(
-                    (deletion.at, &deletion.version),
-                    (newest.2, &newest.1),
-                ),
+                ConflictRule::NewerWins => {
+                    newer((deletion.at, &deletion.version), (newest.2, &newest.1))
+                }
             };
             let deferred = session.rule == ConflictRule::Defer;
             report.conflicts.push(ReportedConflict {
@@ -366,9 +367,7 @@ impl Store {
         let update_wins = match session.rule {
             ConflictRule::IncomingWins | ConflictRule::Merge => true,
             ConflictRule::LocalWins | ConflictRule::Defer => false,
-            ConflictRule::NewerWins => {
-                newer((newest.at, &newest.version), (deleted_at, &deletion))
-            }
+            ConflictRule::NewerWins => newer((newest.at, &newest.version), (deleted_at, &deletion)),
         };
         let deferred = session.rule == ConflictRule::Defer;
         report.conflicts.push(ReportedConflict {
@@ -419,24 +418,19 @@ impl Store {
             let incoming_wins = match session.rule {
                 ConflictRule::IncomingWins => true,
                 ConflictRule::LocalWins | ConflictRule::Defer => false,
-                ConflictRule::NewerWins => newer(
-                    (incoming.at, &incoming.version),
-                    (local_at, &local_version),
-                ),
+                ConflictRule::NewerWins => {
+                    newer((incoming.at, &incoming.version), (local_at, &local_version))
+                }
                 ConflictRule::Merge => match incoming.value {
                     UnitValue::Read { is_read } => {
-                        is_read
-                            && !self.local_is_read(&change.id)?
+                        is_read && !self.local_is_read(&change.id)?
                             || is_read == self.local_is_read(&change.id)?
                                 && newer(
                                     (incoming.at, &incoming.version),
                                     (local_at, &local_version),
                                 )
                     }
-                    _ => newer(
-                        (incoming.at, &incoming.version),
-                        (local_at, &local_version),
-                    ),
+                    _ => newer((incoming.at, &incoming.version), (local_at, &local_version)),
                 },
             };
             let deferred = session.rule == ConflictRule::Defer;
@@ -548,7 +542,11 @@ impl Store {
         Ok(Step::Applied)
     }
 
-    fn write_unit_value(&mut self, change: &ItemChange, value: &UnitValue) -> Result<(), StoreError> {
+    fn write_unit_value(
+        &mut self,
+        change: &ItemChange,
+        value: &UnitValue,
+    ) -> Result<(), StoreError> {
         let p = self.path.clone();
         let id = &change.id;
         let result = match value {
@@ -582,7 +580,14 @@ impl Store {
                          headers = ?5, body = ?6 WHERE id = ?1",
                     )
                     .and_then(|mut s| {
-                        s.execute(rusqlite::params![id, subject, sender, received_at, headers, body])
+                        s.execute(rusqlite::params![
+                            id,
+                            subject,
+                            sender,
+                            received_at,
+                            headers,
+                            body
+                        ])
                     })
             }
             UnitValue::Read { is_read } => self
@@ -657,12 +662,15 @@ impl Store {
         let p = self.path.clone();
         let json: String = self
             .conn
-            .query_row("SELECT knowledge FROM sync_state WHERE id = 1", [], |r| r.get(0))
+            .query_row("SELECT knowledge FROM sync_state WHERE id = 1", [], |r| {
+                r.get(0)
+            })
             .ctx(&p, "cannot read knowledge")?;
-        let mut stored: Knowledge = serde_json::from_str(&json).map_err(|e| StoreError::Corrupt {
-            path: p.clone(),
-            what: format!("knowledge is not valid: {e}"),
-        })?;
+        let mut stored: Knowledge =
+            serde_json::from_str(&json).map_err(|e| StoreError::Corrupt {
+                path: p.clone(),
+                what: format!("knowledge is not valid: {e}"),
+            })?;
         stored.union_with(learned);
         let own_max = stored
             .get(&self.replica)
@@ -777,7 +785,9 @@ fn cycle_error(id: &str, parent: &str) -> StoreError {
         context: "refused a folder move",
         source: rusqlite::Error::SqliteFailure(
             rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT),
-            Some(format!("moving folder {id} under {parent} would make a cycle")),
+            Some(format!(
+                "moving folder {id} under {parent} would make a cycle"
+            )),
         ),
     }
 }

@@ -68,7 +68,10 @@ impl Store {
             .execute_batch("BEGIN DEFERRED")
             .ctx(&p, "cannot begin reading")?;
         let result = self.fill_batch(cursor, made_with, dest, limit, max_bytes);
-        let end = self.conn.execute_batch("COMMIT").ctx(&p, "cannot end reading");
+        let end = self
+            .conn
+            .execute_batch("COMMIT")
+            .ctx(&p, "cannot end reading");
         let batch = result?;
         end?;
         Ok(batch)
@@ -84,7 +87,7 @@ impl Store {
     ) -> Result<ExportBatch, StoreError> {
         let p = self.path.clone();
         let replicas: Vec<ReplicaId> = made_with.replicas().cloned().collect();
-        let start_phase = cursor.phase().unwrap_or(Phase::FolderDeletes);
+        let mut batch_phase: Option<Phase> = None;
         let mut table = ReplicaTable::default();
         let mut seen = HashSet::new();
         let mut changes = Vec::new();
@@ -93,7 +96,7 @@ impl Store {
 
         'phases: while let Some(phase) = cursor.phase() {
             // A batch stays within one phase, so a batch's phase is what progress shows.
-            if phase != start_phase && !changes.is_empty() {
+            if batch_phase.is_some_and(|bp| bp != phase) {
                 break;
             }
             let Some(replica) = replicas.get(cursor.replica) else {
@@ -146,6 +149,7 @@ impl Store {
                 bytes += approximate_size(&change);
                 versions.extend(change.versions().cloned());
                 changes.push(change.to_wire(&mut table));
+                batch_phase.get_or_insert(phase);
                 if changes.len() >= limit || bytes >= max_bytes {
                     break 'phases;
                 }
@@ -155,7 +159,9 @@ impl Store {
             }
         }
         Ok(ExportBatch {
-            phase: start_phase,
+            phase: batch_phase
+                .or(cursor.phase())
+                .unwrap_or(Phase::FolderDeletes),
             replicas: table.into_ids(),
             changes,
             versions,
