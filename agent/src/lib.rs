@@ -1,1 +1,6 @@
+pub mod cli;
 pub mod config;
+pub mod daemon;
+pub mod report;
+pub mod session;
+pub mod state;

@@ -15,6 +15,12 @@
 //! them by file number (000 Exchange ICS, 001 metadata storage, 002 Outlook replication state
 //! machine, 003 applying changes, 004 Sync Framework introduction).
 
+pub mod daemon;
+pub mod error;
+pub mod ipc;
 pub mod knowledge;
+pub mod logging;
 pub mod model;
+pub mod protocol;
+pub mod shutdown;
 pub mod store;

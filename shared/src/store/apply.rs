@@ -636,8 +636,8 @@ impl Store {
         self.conn
             .prepare_cached(
                 "INSERT INTO sync_items (id, kind, created_r, created_t, deleted_at) \
-                 VALUES (?1, ?2, ?3, ?4, unixepoch()) \
-                 ON CONFLICT(id) DO UPDATE SET deleted_at = unixepoch()",
+                 VALUES (?1, ?2, ?3, ?4, CAST(strftime('%s', 'now') AS INTEGER)) \
+                 ON CONFLICT(id) DO UPDATE SET deleted_at = CAST(strftime('%s', 'now') AS INTEGER)",
             )
             .and_then(|mut s| {
                 s.execute(rusqlite::params![

@@ -28,7 +28,12 @@ pub const MIGRATIONS: &[&str] = &[MIGRATION_1];
 /// The schema version this build writes and understands.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
-const NOW_MS: &str = "CAST(unixepoch('subsec') * 1000 AS INTEGER)";
+/// Now in unix milliseconds, written with functions every SQLite an application may use has had
+/// for decades (`unixepoch()` needs 3.38, which e.g. Debian 12's sqlite3 3.40 has, but not its
+/// 'subsec' modifier).
+const NOW_MS: &str = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)";
+/// Now in unix seconds, likewise.
+const NOW_S: &str = "CAST(strftime('%s', 'now') AS INTEGER)";
 
 const MIGRATION_1: &str = r#"
 -- The public tables: the contract with applications (PRODUCT.md). `id` is the global id; a random
@@ -152,7 +157,7 @@ BEGIN
     DELETE FROM sync_units WHERE item = OLD.id;
     INSERT INTO sync_units (item, unit, r, t, at, phase)
         SELECT OLD.id, 9, 0, tick, {NOW_MS}, 5 FROM sync_state WHERE id = 1;
-    UPDATE sync_items SET deleted_at = unixepoch() WHERE id = OLD.id;
+    UPDATE sync_items SET deleted_at = {NOW_S} WHERE id = OLD.id;
 END;
 
 CREATE TRIGGER messages_track_insert AFTER INSERT ON messages
@@ -192,7 +197,7 @@ BEGIN
     DELETE FROM sync_units WHERE item = OLD.id;
     INSERT INTO sync_units (item, unit, r, t, at, phase)
         SELECT OLD.id, 8, 0, tick, {NOW_MS}, 4 FROM sync_state WHERE id = 1;
-    UPDATE sync_items SET deleted_at = unixepoch() WHERE id = OLD.id;
+    UPDATE sync_items SET deleted_at = {NOW_S} WHERE id = OLD.id;
 END;
 "#;
 
@@ -200,5 +205,5 @@ END;
 pub fn migration_sql(index: usize) -> Option<String> {
     MIGRATIONS
         .get(index)
-        .map(|sql| sql.replace("{NOW_MS}", NOW_MS))
+        .map(|sql| sql.replace("{NOW_MS}", NOW_MS).replace("{NOW_S}", NOW_S))
 }

@@ -1,0 +1,367 @@
+//! The agent's own SQLite file of synchronization-state records (seed 000: "The agent determines
+//! where this state information is stored"): per partnership and direction the destination
+//! knowledge last acknowledged, written after every acknowledged batch, and a history of
+//! sessions with their results and counts.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+use shared::knowledge::Knowledge;
+
+/// Errors of the state file.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("agent state {path}: {context}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        context: &'static str,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("agent state {path}: {what}")]
+    Corrupt { path: PathBuf, what: String },
+}
+
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE sync_state (
+    partnership TEXT NOT NULL,
+    direction   TEXT NOT NULL,              -- "source → destination" names of the stores
+    knowledge   TEXT NOT NULL,              -- destination knowledge last acknowledged (JSON)
+    updated_at  INTEGER NOT NULL,           -- unix ms
+    PRIMARY KEY (partnership, direction)
+);
+CREATE TABLE sessions (
+    id          INTEGER PRIMARY KEY,
+    partnership TEXT NOT NULL,
+    direction   TEXT NOT NULL,
+    started_at  INTEGER NOT NULL,
+    ended_at    INTEGER,
+    result      TEXT NOT NULL,              -- running | completed | failed
+    reason      TEXT,
+    phase       TEXT,
+    batches     INTEGER NOT NULL DEFAULT 0,
+    sent        INTEGER NOT NULL DEFAULT 0,
+    applied     INTEGER NOT NULL DEFAULT 0,
+    conflicts   INTEGER NOT NULL DEFAULT 0,
+    errors      INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX sessions_by_partnership ON sessions (partnership, id);
+CREATE TABLE item_errors (
+    partnership TEXT NOT NULL,
+    direction   TEXT NOT NULL,
+    item        TEXT NOT NULL,
+    reason      TEXT NOT NULL,
+    seen_at     INTEGER NOT NULL,
+    PRIMARY KEY (partnership, direction, item)
+);
+"#];
+
+/// One session as recorded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SessionRecord {
+    pub id: i64,
+    pub partnership: String,
+    pub direction: String,
+    pub started_at: i64,
+    pub ended_at: Option<i64>,
+    pub result: String,
+    pub reason: Option<String>,
+    pub phase: Option<String>,
+    pub batches: i64,
+    pub sent: i64,
+    pub applied: i64,
+    pub conflicts: i64,
+    pub errors: i64,
+}
+
+/// A direction's sync-state record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DirectionState {
+    pub direction: String,
+    pub knowledge: Knowledge,
+    pub updated_at: i64,
+}
+
+/// An item error as recorded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RecordedItemError {
+    pub direction: String,
+    pub item: String,
+    pub reason: String,
+    pub seen_at: i64,
+}
+
+/// The open state file.
+pub struct State {
+    conn: Connection,
+    path: PathBuf,
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl State {
+    /// Opens (creating if needed) the state file.
+    pub fn open(path: &Path) -> Result<State, StateError> {
+        let err = |context| {
+            let path = path.to_path_buf();
+            move |source| StateError::Sqlite {
+                path,
+                context,
+                source,
+            }
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let mut conn = Connection::open(path).map_err(err("cannot open"))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(err("cannot set busy timeout"))?;
+        conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
+            .map_err(err("cannot switch to WAL"))?;
+        conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
+            .map_err(err("cannot set pragmas"))?;
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(err("cannot migrate"))?;
+        let version: i64 = tx
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(err("cannot read schema version"))?;
+        if version > MIGRATIONS.len() as i64 {
+            return Err(StateError::Corrupt {
+                path: path.to_path_buf(),
+                what: format!(
+                    "schema version {version} is newer than this agent understands ({})",
+                    MIGRATIONS.len()
+                ),
+            });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            tx.execute_batch(sql).map_err(err("migration failed"))?;
+            tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))
+                .map_err(err("migration failed"))?;
+        }
+        tx.commit().map_err(err("cannot migrate"))?;
+        Ok(State {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn sql<T>(&self, context: &'static str, r: rusqlite::Result<T>) -> Result<T, StateError> {
+        r.map_err(|source| StateError::Sqlite {
+            path: self.path.clone(),
+            context,
+            source,
+        })
+    }
+
+    /// The recorded destination knowledge of one direction.
+    pub fn knowledge(
+        &self,
+        partnership: &str,
+        direction: &str,
+    ) -> Result<Option<Knowledge>, StateError> {
+        let json: Option<String> = self.sql(
+            "cannot read a sync-state record",
+            self.conn
+                .query_row(
+                    "SELECT knowledge FROM sync_state WHERE partnership = ?1 AND direction = ?2",
+                    params![partnership, direction],
+                    |r| r.get(0),
+                )
+                .optional(),
+        )?;
+        json.map(|j| {
+            serde_json::from_str(&j).map_err(|e| StateError::Corrupt {
+                path: self.path.clone(),
+                what: format!("sync-state record of {partnership} ({direction}): {e}"),
+            })
+        })
+        .transpose()
+    }
+
+    /// Every direction's record of a partnership.
+    pub fn directions(&self, partnership: &str) -> Result<Vec<DirectionState>, StateError> {
+        let rows: Vec<(String, String, i64)> = self.sql(
+            "cannot read sync-state records",
+            self.conn
+                .prepare("SELECT direction, knowledge, updated_at FROM sync_state WHERE partnership = ?1 ORDER BY direction")
+                .and_then(|mut s| {
+                    s.query_map([partnership], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                        .collect()
+                }),
+        )?;
+        rows.into_iter()
+            .map(|(direction, json, updated_at)| {
+                let knowledge = serde_json::from_str(&json).map_err(|e| StateError::Corrupt {
+                    path: self.path.clone(),
+                    what: format!("sync-state record of {partnership} ({direction}): {e}"),
+                })?;
+                Ok(DirectionState {
+                    direction,
+                    knowledge,
+                    updated_at,
+                })
+            })
+            .collect()
+    }
+
+    /// Records the destination knowledge acknowledged after a batch, and the session's progress.
+    pub fn record_progress(
+        &self,
+        session: i64,
+        partnership: &str,
+        direction: &str,
+        knowledge: &Knowledge,
+        progress: &shared::protocol::Progress,
+    ) -> Result<(), StateError> {
+        let json = serde_json::to_string(knowledge).map_err(|e| StateError::Corrupt {
+            path: self.path.clone(),
+            what: format!("cannot encode knowledge: {e}"),
+        })?;
+        let s = &progress.stats;
+        self.sql(
+            "cannot record progress",
+            self.conn.execute_batch("BEGIN IMMEDIATE").and_then(|_| {
+                self.conn.execute(
+                    "INSERT INTO sync_state (partnership, direction, knowledge, updated_at) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (partnership, direction) DO UPDATE SET knowledge = excluded.knowledge, updated_at = excluded.updated_at",
+                    params![partnership, direction, json, now_ms()],
+                )?;
+                self.conn.execute(
+                    "UPDATE sessions SET phase = ?2, batches = ?3, sent = ?4, applied = ?5, conflicts = ?6, errors = ?7 WHERE id = ?1",
+                    params![session, progress.phase.name(), s.batches as i64, s.sent as i64, s.applied as i64, s.conflicts as i64, s.errors as i64],
+                )?;
+                self.conn.execute_batch("COMMIT")
+            }),
+        )
+        .inspect_err(|_| {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        })
+    }
+
+    /// Starts a session record; a session left `running` by a killed agent is closed as failed.
+    pub fn begin_session(&self, partnership: &str, direction: &str) -> Result<i64, StateError> {
+        self.sql(
+            "cannot record a session",
+            self.conn.execute(
+                "UPDATE sessions SET result = 'failed', reason = 'the agent stopped during the session', ended_at = ?3
+                 WHERE partnership = ?1 AND direction = ?2 AND result = 'running'",
+                params![partnership, direction, now_ms()],
+            ),
+        )?;
+        self.sql(
+            "cannot record a session",
+            self.conn.query_row(
+                "INSERT INTO sessions (partnership, direction, started_at, result) VALUES (?1, ?2, ?3, 'running') RETURNING id",
+                params![partnership, direction, now_ms()],
+                |r| r.get(0),
+            ),
+        )
+    }
+
+    /// Ends a session record with its result and final counts.
+    pub fn end_session(
+        &self,
+        session: i64,
+        result: &str,
+        reason: Option<&str>,
+        stats: &shared::protocol::SessionStats,
+    ) -> Result<(), StateError> {
+        self.sql(
+            "cannot record a session",
+            self.conn.execute(
+                "UPDATE sessions SET result = ?2, reason = ?3, ended_at = ?4, batches = ?5, sent = ?6, applied = ?7, conflicts = ?8, errors = ?9 WHERE id = ?1",
+                params![session, result, reason, now_ms(), stats.batches as i64, stats.sent as i64, stats.applied as i64, stats.conflicts as i64, stats.errors as i64],
+            ),
+        )
+        .map(|_| ())
+    }
+
+    /// Replaces the recorded item errors of one direction with the latest session's.
+    pub fn record_item_errors(
+        &self,
+        partnership: &str,
+        direction: &str,
+        errors: &[shared::store::ItemError],
+    ) -> Result<(), StateError> {
+        self.sql(
+            "cannot record item errors",
+            self.conn.execute(
+                "DELETE FROM item_errors WHERE partnership = ?1 AND direction = ?2",
+                params![partnership, direction],
+            ),
+        )?;
+        for e in errors {
+            self.sql(
+                "cannot record item errors",
+                self.conn.execute(
+                    "INSERT OR REPLACE INTO item_errors (partnership, direction, item, reason, seen_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![partnership, direction, e.item, e.reason, now_ms()],
+                ),
+            )?;
+        }
+        Ok(())
+    }
+
+    pub fn item_errors(&self, partnership: &str) -> Result<Vec<RecordedItemError>, StateError> {
+        self.sql(
+            "cannot read item errors",
+            self.conn
+                .prepare("SELECT direction, item, reason, seen_at FROM item_errors WHERE partnership = ?1 ORDER BY direction, item")
+                .and_then(|mut s| {
+                    s.query_map([partnership], |r| {
+                        Ok(RecordedItemError {
+                            direction: r.get(0)?,
+                            item: r.get(1)?,
+                            reason: r.get(2)?,
+                            seen_at: r.get(3)?,
+                        })
+                    })?
+                    .collect()
+                }),
+        )
+    }
+
+    /// Past sessions, newest first.
+    pub fn history(
+        &self,
+        partnership: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<SessionRecord>, StateError> {
+        self.sql(
+            "cannot read the history",
+            self.conn
+                .prepare(
+                    "SELECT id, partnership, direction, started_at, ended_at, result, reason, phase, batches, sent, applied, conflicts, errors
+                     FROM sessions WHERE ?1 IS NULL OR partnership = ?1 ORDER BY id DESC LIMIT ?2",
+                )
+                .and_then(|mut s| {
+                    s.query_map(params![partnership, limit as i64], |r| {
+                        Ok(SessionRecord {
+                            id: r.get(0)?,
+                            partnership: r.get(1)?,
+                            direction: r.get(2)?,
+                            started_at: r.get(3)?,
+                            ended_at: r.get(4)?,
+                            result: r.get(5)?,
+                            reason: r.get(6)?,
+                            phase: r.get(7)?,
+                            batches: r.get(8)?,
+                            sent: r.get(9)?,
+                            applied: r.get(10)?,
+                            conflicts: r.get(11)?,
+                            errors: r.get(12)?,
+                        })
+                    })?
+                    .collect()
+                }),
+        )
+    }
+}

@@ -1,0 +1,125 @@
+//! The collector: imports the change batches a synchronizer sends into its store and answers
+//! each with a success message only after the batch committed (seed 000: "The collector ...
+//! sends a success message back to the synchronizer when a set of changes has been
+//! successfully synchronized"; seed 003 for how a batch is applied).
+//!
+//! [`serve`] takes a bound listener and a shutdown future, so tests run it on a temporary socket
+//! and stop it cleanly; `main` passes SIGTERM/SIGINT.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+
+use shared::error::SessionError;
+use shared::ipc::{LocalStream, SocketListener};
+use shared::protocol::{
+    accept_hello, refuse, BatchApplied, Connection, Message, ProtocolError, Role, SessionReady,
+};
+use shared::shutdown::Shutdown;
+use shared::store::{ImportSession, ItemChange, Store};
+use tracing::{info, instrument, warn};
+
+/// Serves imports into the store at `store` until `stop` resolves.
+pub async fn serve(listener: SocketListener, store: PathBuf, stop: impl Future<Output = ()>) {
+    shared::daemon::serve(listener, stop, move |stream, shutdown| {
+        let store = store.clone();
+        async move { handle(stream, store, shutdown).await }
+    })
+    .await
+}
+
+async fn handle(stream: LocalStream, store: PathBuf, shutdown: Shutdown) {
+    let mut conn = Connection::new(stream);
+    if let Err(error) = import(&mut conn, &store, shutdown).await {
+        warn!(%error, "import connection ended with an error");
+        let message = error.to_string();
+        refuse(&mut conn, &message).await;
+    }
+}
+
+/// One synchronizer connection: the session's opening, then batch after batch.
+#[instrument(skip_all, fields(store = %store_path.display()), err)]
+async fn import(
+    conn: &mut Connection<LocalStream>,
+    store_path: &Path,
+    mut shutdown: Shutdown,
+) -> Result<(), SessionError> {
+    let mut store = tokio::task::block_in_place(|| Store::open(store_path))?;
+    accept_hello(conn, Role::Collector, store.replica(), Role::Synchronizer).await?;
+    let begin = match conn.expect("begin_session").await? {
+        Message::BeginSession(begin) => begin,
+        other => return Err(unexpected("begin_session", &other)),
+    };
+    let mut session = ImportSession::new(begin.source.clone(), begin.made_with, begin.rule);
+    let (knowledge, forgotten) = tokio::task::block_in_place(|| {
+        Ok::<_, SessionError>((store.knowledge()?, store.forgotten_knowledge()?))
+    })?;
+    conn.send(&Message::SessionReady(SessionReady {
+        replica: store.replica().clone(),
+        knowledge,
+        forgotten,
+    }))
+    .await?;
+    info!(source = %begin.source, rule = ?begin.rule, "session begins");
+
+    let mut expected_seq = 1;
+    loop {
+        let message = tokio::select! {
+            m = conn.recv() => m?,
+            _ = shutdown.recv() => {
+                info!("shutting down between batches");
+                return Err(SessionError::Stopped("the collector is shutting down".into()));
+            }
+        };
+        let batch = match message {
+            None => return Ok(()),
+            Some(Message::ChangeBatch(batch)) => batch,
+            Some(other) => return Err(unexpected("change_batch", &other)),
+        };
+        if batch.seq != expected_seq {
+            return Err(ProtocolError::Malformed(format!(
+                "change batch {} arrived where {expected_seq} was due",
+                batch.seq
+            ))
+            .into());
+        }
+        // The whole batch is checked before anything is applied: bad input changes nothing.
+        let changes = batch
+            .changes
+            .into_iter()
+            .map(|c| ItemChange::from_wire(c, &batch.replicas))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ProtocolError::Malformed(format!("change batch {}: {e}", batch.seq)))?;
+        let count = changes.len();
+        let outcome = tokio::task::block_in_place(|| {
+            store.apply_batch(&mut session, changes, &batch.learned, batch.last)
+        })?;
+        info!(
+            seq = batch.seq,
+            phase = batch.phase.name(),
+            items = count,
+            applied = outcome.applied,
+            conflicts = outcome.conflicts.len(),
+            errors = outcome.errors.len(),
+            "batch committed"
+        );
+        conn.send(&Message::BatchApplied(BatchApplied {
+            seq: batch.seq,
+            applied: outcome.applied,
+            skipped: outcome.skipped,
+            pending: outcome.pending,
+            conflicts: outcome.conflicts,
+            errors: outcome.errors,
+            knowledge: outcome.knowledge,
+        }))
+        .await?;
+        expected_seq += 1;
+    }
+}
+
+fn unexpected(expected: &'static str, got: &Message) -> SessionError {
+    ProtocolError::Unexpected {
+        expected,
+        got: got.name(),
+    }
+    .into()
+}

@@ -1,0 +1,60 @@
+//! synchronizer ↔ collector: the session's opening, then change batches each answered by a
+//! success message only after the batch committed (seed 000, seed 003).
+
+use serde::{Deserialize, Serialize};
+
+use crate::knowledge::{Knowledge, ReplicaId};
+use crate::model::{Change, Phase};
+use crate::store::{ConflictRule, ItemError, ReportedConflict};
+
+/// synchronizer → collector: a session begins.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BeginSession {
+    /// The source replica.
+    pub source: ReplicaId,
+    /// The source's knowledge when the session began: what conflict detection compares with.
+    pub made_with: Knowledge,
+    pub rule: ConflictRule,
+}
+
+/// collector → synchronizer: what the destination really knows (seed 004: "Ziel bereitet
+/// Kenntnisse vor und sendet sie").
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionReady {
+    pub replica: ReplicaId,
+    pub knowledge: Knowledge,
+    pub forgotten: Knowledge,
+}
+
+/// synchronizer → collector: one batch of changes (seed 001 GetChangeBatch).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeBatch {
+    /// 1, 2, 3, … within the session.
+    pub seq: u64,
+    pub phase: Phase,
+    /// The replica table the changes' versions index.
+    pub replicas: Vec<ReplicaId>,
+    pub changes: Vec<Change>,
+    /// What the destination learns once every change is applied (seed 003): the source's
+    /// knowledge projected onto the batch, or all of it with the last batch.
+    pub learned: Knowledge,
+    pub last: bool,
+}
+
+/// collector → synchronizer: the success message for one batch, sent after its commit.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchApplied {
+    pub seq: u64,
+    pub applied: u64,
+    pub skipped: u64,
+    /// Items waiting in the queue for their parent.
+    pub pending: u64,
+    pub conflicts: Vec<ReportedConflict>,
+    pub errors: Vec<ItemError>,
+    /// The destination's whole knowledge after the commit.
+    pub knowledge: Knowledge,
+}

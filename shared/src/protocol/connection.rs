@@ -1,0 +1,55 @@
+//! The buffered, typed connection: frames of [`Message`]s over any async byte stream.
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter, ReadHalf, WriteHalf};
+
+use super::frame::{read_frame, write_frame, MAX_FRAME};
+use super::{Message, ProtocolError};
+
+/// One end of a protocol connection.
+pub struct Connection<S> {
+    reader: BufReader<ReadHalf<S>>,
+    writer: BufWriter<WriteHalf<S>>,
+    max_frame: u32,
+}
+
+impl<S: AsyncRead + AsyncWrite> Connection<S> {
+    pub fn new(stream: S) -> Connection<S> {
+        let (r, w) = tokio::io::split(stream);
+        Connection {
+            reader: BufReader::with_capacity(64 * 1024, r),
+            writer: BufWriter::with_capacity(64 * 1024, w),
+            max_frame: MAX_FRAME,
+        }
+    }
+
+    /// Sends one message and flushes it.
+    pub async fn send(&mut self, message: &Message) -> Result<(), ProtocolError> {
+        let body = serde_json::to_vec(message)
+            .map_err(|e| ProtocolError::Malformed(format!("cannot encode a message: {e}")))?;
+        write_frame(&mut self.writer, &body).await?;
+        self.writer.flush().await?;
+        Ok(())
+    }
+
+    /// The next message; `Ok(None)` when the peer closed cleanly.
+    pub async fn recv(&mut self) -> Result<Option<Message>, ProtocolError> {
+        let Some(body) = read_frame(&mut self.reader, self.max_frame).await? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&body)
+            .map(Some)
+            .map_err(|e| ProtocolError::Malformed(format!("not a valid message: {e}")))
+    }
+
+    /// The next message, which must be there: a clean close is an error here.
+    pub async fn expect(&mut self, what: &'static str) -> Result<Message, ProtocolError> {
+        match self.recv().await? {
+            Some(Message::Error(e)) => Err(ProtocolError::Remote {
+                message: e.message,
+                retryable: e.retryable,
+            }),
+            Some(m) => Ok(m),
+            None => Err(ProtocolError::Closed { waiting_for: what }),
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! One export session (seed 004's synchronization flow, source side): the collector states what
+//! the destination knows, the source enumerates what it lacks (seed 001), sends it in batches in
+//! seed 002's phase order, and moves on only after each batch's success message.
+
+use std::path::Path;
+
+use shared::error::SessionError;
+use shared::ipc::{self, LocalStream};
+use shared::knowledge::Knowledge;
+use shared::protocol::{
+    accept_hello, say_hello, BeginSession, ChangeBatch, Completed, Connection, Failed, Message,
+    Progress, ProtocolError, Role, SessionStats, SyncRequest,
+};
+use shared::shutdown::Shutdown;
+use shared::store::{EnumerationCursor, ItemError, ReportedConflict, Store};
+use tracing::{info, instrument, warn};
+
+/// Most bytes of item values in one batch, well under the frame cap.
+const MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;
+/// Most conflicts and item errors listed in a completion message (all are counted).
+const MAX_LISTED: usize = 1000;
+
+/// An agent connection: hello, one sync request, the session, then completion or failure.
+pub async fn serve_agent(
+    agent: &mut Connection<LocalStream>,
+    store_path: &Path,
+    shutdown: Shutdown,
+) -> Result<(), SessionError> {
+    let mut store = tokio::task::block_in_place(|| Store::open(store_path))?;
+    accept_hello(agent, Role::Synchronizer, store.replica(), Role::Agent).await?;
+    let request = match agent.expect("sync_request").await? {
+        Message::SyncRequest(r) => r,
+        other => {
+            return Err(ProtocolError::Unexpected {
+                expected: "sync_request",
+                got: other.name(),
+            }
+            .into())
+        }
+    };
+    let mut stats = SessionStats::default();
+    match export(&mut store, &request, agent, &shutdown, &mut stats).await {
+        Ok(completed) => {
+            agent.send(&Message::Completed(completed)).await?;
+            Ok(())
+        }
+        Err(error) => {
+            agent
+                .send(&Message::Failed(Failed {
+                    reason: error.to_string(),
+                    retryable: error.is_retryable(),
+                    stats,
+                }))
+                .await?;
+            Ok(())
+        }
+    }
+}
+
+#[instrument(skip_all, fields(partnership = %request.partnership, collector = %request.collector.display()), err)]
+async fn export(
+    store: &mut Store,
+    request: &SyncRequest,
+    agent: &mut Connection<LocalStream>,
+    shutdown: &Shutdown,
+    stats: &mut SessionStats,
+) -> Result<Completed, SessionError> {
+    let mut collector = Connection::new(ipc::connect(&request.collector).await?);
+    let welcome = say_hello(&mut collector, Role::Synchronizer, Role::Collector).await?;
+    if &welcome.replica == store.replica() {
+        return Err(ProtocolError::Malformed(format!(
+            "{} is this store's own collector; a store does not sync with itself",
+            request.collector.display()
+        ))
+        .into());
+    }
+    let (made_with, forgotten) = tokio::task::block_in_place(|| {
+        Ok::<_, SessionError>((store.knowledge()?, store.forgotten_knowledge()?))
+    })?;
+    collector
+        .send(&Message::BeginSession(BeginSession {
+            source: store.replica().clone(),
+            made_with: made_with.clone(),
+            rule: request.rule,
+        }))
+        .await?;
+    let ready = match collector.expect("session_ready").await? {
+        Message::SessionReady(ready) => ready,
+        other => {
+            return Err(ProtocolError::Unexpected {
+                expected: "session_ready",
+                got: other.name(),
+            }
+            .into())
+        }
+    };
+    // The session starts from what the destination really knows. The agent's record only
+    // tells whether the destination went back in time (a restored backup, a lost commit).
+    let regressed = request
+        .state
+        .as_ref()
+        .is_some_and(|recorded| !ready.knowledge.is_superset_of(recorded));
+    if regressed {
+        warn!(destination = %ready.replica, "destination knows less than the agent recorded; sending what it lost");
+    }
+    if !ready.knowledge.is_superset_of(&forgotten) {
+        return Err(SessionError::Stopped(format!(
+            "destination {} is out of date (it lacks forgotten knowledge {forgotten}); \
+             full enumeration is required and not available in this version",
+            ready.replica
+        )));
+    }
+    info!(source = %store.replica(), destination = %ready.replica, made_with = %made_with, destination_knows = %ready.knowledge, "session begins");
+
+    let mut dest: Knowledge = ready.knowledge;
+    let mut cursor = EnumerationCursor::default();
+    let mut conflicts: Vec<ReportedConflict> = Vec::new();
+    let mut errors: Vec<ItemError> = Vec::new();
+    let batch_size = request.batch.max(1) as usize;
+    loop {
+        if shutdown.is_shutdown() {
+            return Err(SessionError::Stopped(
+                "the synchronizer is shutting down; the next session resumes from the last acknowledged batch".into(),
+            ));
+        }
+        let batch = tokio::task::block_in_place(|| {
+            store.next_batch(&mut cursor, &made_with, &dest, batch_size, MAX_BATCH_BYTES)
+        })?;
+        let learned = if batch.done {
+            made_with.clone()
+        } else {
+            made_with.project(batch.versions.iter())
+        };
+        stats.batches += 1;
+        stats.sent += batch.changes.len() as u64;
+        stats.bytes += batch.payload_bytes as u64;
+        let seq = stats.batches;
+        let phase = batch.phase;
+        collector
+            .send(&Message::ChangeBatch(ChangeBatch {
+                seq,
+                phase,
+                replicas: batch.replicas,
+                changes: batch.changes,
+                learned,
+                last: batch.done,
+            }))
+            .await?;
+        let applied = match collector.expect("batch_applied").await? {
+            Message::BatchApplied(a) if a.seq == seq => a,
+            Message::BatchApplied(a) => {
+                return Err(ProtocolError::Malformed(format!(
+                    "success message for batch {} where {seq} was due",
+                    a.seq
+                ))
+                .into())
+            }
+            other => {
+                return Err(ProtocolError::Unexpected {
+                    expected: "batch_applied",
+                    got: other.name(),
+                }
+                .into())
+            }
+        };
+        stats.applied += applied.applied;
+        stats.skipped += applied.skipped;
+        stats.conflicts += applied.conflicts.len() as u64;
+        stats.errors += applied.errors.len() as u64;
+        let room = MAX_LISTED.saturating_sub(conflicts.len());
+        conflicts.extend(applied.conflicts.into_iter().take(room));
+        let room = MAX_LISTED.saturating_sub(errors.len());
+        errors.extend(applied.errors.into_iter().take(room));
+        dest = applied.knowledge;
+        agent
+            .send(&Message::Progress(Progress {
+                phase,
+                stats: stats.clone(),
+                knowledge: dest.clone(),
+            }))
+            .await?;
+        if batch.done {
+            break;
+        }
+    }
+    info!(
+        sent = stats.sent,
+        applied = stats.applied,
+        conflicts = stats.conflicts,
+        errors = stats.errors,
+        batches = stats.batches,
+        "session completed"
+    );
+    Ok(Completed {
+        stats: stats.clone(),
+        knowledge: dest,
+        conflicts,
+        errors,
+        destination_regressed: regressed,
+    })
+}
