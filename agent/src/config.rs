@@ -224,7 +224,8 @@ pub enum ConflictPolicy {
     NewerWins,
     /// The two versions are merged.
     Merge,
-    /// The conflict is recorded for `agent resolve`.
+    /// The destination keeps its value and the conflict comes again every session (seed 004,
+    /// "log conflict"); the operator queue to resolve it is not built yet.
     #[default]
     Defer,
 }
@@ -836,6 +837,14 @@ fn build_store(
             .map_err(|e| problems.add(r.span().start, format!("{ctx}: retention: {e}")))
             .ok()
     });
+    if let Some(r) = &raw.retention {
+        // Accepting the key and ignoring it would let tombstones pile up behind the
+        // operator's back: refuse it until cleanup exists.
+        problems.add(
+            r.span().start,
+            format!("{ctx}: retention: tombstone cleanup is not available in this version; remove the key"),
+        );
+    }
 
     let store = StoreConfig {
         name,
@@ -1014,6 +1023,20 @@ fn build_partnership(
         },
     };
 
+    // Filtered and header-only sync are not built yet. Accepting the keys and syncing every
+    // folder, or every body, would do silently what the operator asked not to: refuse them.
+    if let Some(list) = &raw.folders {
+        problems.add(
+            list.span().start,
+            format!("{ctx}: folders: filtered sync is not available in this version; remove the key to synchronize every folder"),
+        );
+    }
+    if raw.bodies == Some(false) {
+        problems.add(
+            0,
+            format!("{ctx}: bodies = false: header-only sync is not available in this version; remove the key"),
+        );
+    }
     let folders = raw.folders.map(|list| {
         if list.get_ref().is_empty() {
             problems.add(
@@ -1189,7 +1212,6 @@ synchronizer = "/run/a.sync.sock"
 collector = "./run/a.coll.sock"
 path = "a.db"
 spawn = true
-retention = "30d"
 synchronizer_bin = "bin/synchronizer"
 collector_bin = "/usr/bin/collector"
 [stores.b]
@@ -1204,8 +1226,6 @@ direction = "one-way"
 cron = "*/5 * * * *"
 conflicts = "newer-wins"
 batch = 100000
-folders = ["Inbox", "Projects/**"]
-bodies = false
 [[partnerships]]
 name = "b-a"
 source = "b"
@@ -1222,7 +1242,6 @@ batch = 1
         assert_eq!(a.collector, b.join("run/a.coll.sock"));
         assert_eq!(a.path, Some(b.join("a.db")));
         assert!(a.spawn);
-        assert_eq!(a.retention, Some(Duration::from_secs(30 * 86_400)));
         assert_eq!(a.synchronizer_bin, Some(b.join("bin/synchronizer")));
         assert_eq!(a.collector_bin, Some(PathBuf::from("/usr/bin/collector")));
         assert!(!config.store("b").expect("store b").spawn);
@@ -1233,15 +1252,38 @@ batch = 1
         assert_eq!(p.schedule.to_string(), "cron */5 * * * *");
         assert_eq!(p.conflicts, ConflictPolicy::NewerWins);
         assert_eq!(p.batch, 100_000);
-        assert_eq!(
-            p.folders,
-            Some(vec!["Inbox".to_string(), "Projects/**".to_string()])
-        );
-        assert!(!p.bodies);
         let q = config.partnership("b-a").expect("b-a");
         assert_eq!(q.schedule, Schedule::Every(Duration::from_secs(5400)));
         assert_eq!(q.schedule.to_string(), "every 1h30m");
         assert_eq!(q.batch, 1);
+    }
+
+    #[test]
+    fn keys_of_features_not_built_yet_are_refused_not_ignored() {
+        for (extra, line, phrase) in [
+            (
+                "folders = [\"Inbox\"]\n",
+                9,
+                "filtered sync is not available",
+            ),
+            ("bodies = true\nbodies2 = 1\n", 10, "unknown key"),
+        ] {
+            let text = with_partnership(&format!(
+                "name = \"p\"\nsource = \"laptop\"\ndestination = \"server\"\nevery = \"5m\"\n{extra}"
+            ));
+            let err = parse(&text).expect_err("refused");
+            assert!(err.to_string().contains(phrase), "{err}");
+            assert!(err.line().is_some_and(|l| l >= line - 4), "{err}");
+        }
+        let text = "state = \"agent.db\"\n[stores.laptop]\nsynchronizer = \"s\"\ncollector = \"c\"\nretention = \"30d\"\n";
+        let err = parse(text).expect_err("refused");
+        assert!(
+            err.to_string().contains(":5:")
+                && err
+                    .to_string()
+                    .contains("tombstone cleanup is not available"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -1567,7 +1609,7 @@ batch = 1
                 "name = \"p\"\nsource = \"laptop\"\ndestination = \"server\"\nevery = \"5m\"\nfolders = []\n",
             ),
             14,
-            &["folders = [] would synchronize nothing"],
+            &["filtered sync is not available"],
         );
         expect_error(
             "state = \"a.db\"\nmax_sessions = 0\n[stores.a]\nsynchronizer = \"s\"\ncollector = \"c\"\n",

@@ -40,6 +40,8 @@ pub struct StateReport {
 #[derive(Debug, Serialize)]
 pub struct DirectionReport {
     pub direction: String,
+    /// The same knowledge with known stores' replica ids replaced by their names, e.g. "a:5, b:4".
+    pub knowledge_by_store: String,
     /// The destination knowledge last acknowledged, in PRODUCT.md's JSON form.
     pub knowledge: Knowledge,
     pub updated_at: Option<i64>,
@@ -98,14 +100,16 @@ pub fn state_report(
         .map(|leg| {
             let direction = leg.name();
             let rec = recorded.iter().find(|d| d.direction == direction);
-            DirectionReport {
-                knowledge: rec.map(|r| r.knowledge.clone()).unwrap_or_default(),
+            let knowledge = rec.map(|r| r.knowledge.clone()).unwrap_or_default();
+            Ok(DirectionReport {
+                knowledge_by_store: state.named(&knowledge)?.to_string(),
+                knowledge,
                 updated_at: rec.map(|r| r.updated_at),
                 last_session: history.iter().find(|s| s.direction == direction).cloned(),
                 direction,
-            }
+            })
         })
-        .collect();
+        .collect::<Result<Vec<_>, StateError>>()?;
     Ok(StateReport {
         partnership: name.to_string(),
         directions,
@@ -173,7 +177,7 @@ pub fn render_state(report: &StateReport) -> String {
         out.push_str(&format!(
             "  {}\n    destination knows: {}\n    recorded at:       {}\n",
             d.direction,
-            d.knowledge,
+            d.knowledge_by_store,
             opt_time(d.updated_at)
         ));
         match &d.last_session {

@@ -264,14 +264,17 @@ async fn drive(
     let (Some(source), Some(destination)) =
         (config.store(&leg.source), config.store(&leg.destination))
     else {
-        return Err(LegError::Session(SessionError::Stopped(format!(
+        return Err(LegError::Session(SessionError::Refused(format!(
             "partnership names a store the config does not have ({} or {})",
             leg.source, leg.destination
         ))));
     };
     let direction = leg.name();
     let mut conn = Connection::new(ipc::connect(&source.synchronizer).await?);
-    say_hello(&mut conn, Role::Agent, Role::Synchronizer).await?;
+    let welcome = say_hello(&mut conn, Role::Agent, Role::Synchronizer).await?;
+    state
+        .record_replica(&leg.source, &welcome.replica)
+        .map_err(LegError::State)?;
     let recorded = state
         .knowledge(&partnership.name, &direction)
         .map_err(LegError::State)?;
@@ -295,6 +298,7 @@ async fn drive(
                         &progress,
                     )
                     .map_err(LegError::State)?;
+                shared::failpoint::hit("agent-after-progress");
                 listen(Event::Progress {
                     leg,
                     progress: &progress,

@@ -26,7 +26,7 @@ pub enum StateError {
 const MIGRATIONS: &[&str] = &[r#"
 CREATE TABLE sync_state (
     partnership TEXT NOT NULL,
-    direction   TEXT NOT NULL,              -- "source → destination" names of the stores
+    direction   TEXT NOT NULL,              -- "source->destination", the stores' config names
     knowledge   TEXT NOT NULL,              -- destination knowledge last acknowledged (JSON)
     updated_at  INTEGER NOT NULL,           -- unix ms
     PRIMARY KEY (partnership, direction)
@@ -47,6 +47,11 @@ CREATE TABLE sessions (
     errors      INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX sessions_by_partnership ON sessions (partnership, id);
+CREATE TABLE replicas (
+    store       TEXT PRIMARY KEY,           -- the store's name in the config
+    replica     TEXT NOT NULL,              -- its replica id, as its synchronizer says
+    seen_at     INTEGER NOT NULL
+);
 CREATE TABLE item_errors (
     partnership TEXT NOT NULL,
     direction   TEXT NOT NULL,
@@ -327,6 +332,43 @@ impl State {
                     .collect()
                 }),
         )
+    }
+
+    /// Notes the replica id a store's synchronizer gave.
+    pub fn record_replica(
+        &self,
+        store: &str,
+        replica: &shared::knowledge::ReplicaId,
+    ) -> Result<(), StateError> {
+        self.sql(
+            "cannot record a replica",
+            self.conn.execute(
+                "INSERT INTO replicas (store, replica, seen_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (store) DO UPDATE SET replica = excluded.replica, seen_at = excluded.seen_at",
+                params![store, replica.as_str(), now_ms()],
+            ),
+        )
+        .map(|_| ())
+    }
+
+    /// Knowledge with the replica ids of known stores replaced by the stores' names, for people.
+    pub fn named(&self, knowledge: &Knowledge) -> Result<Knowledge, StateError> {
+        let names: Vec<(String, String)> = self.sql(
+            "cannot read replicas",
+            self.conn
+                .prepare("SELECT replica, store FROM replicas")
+                .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect()),
+        )?;
+        let mut named = Knowledge::new();
+        for (replica, ticks) in knowledge.iter() {
+            let name = names
+                .iter()
+                .find(|(id, _)| id == replica.as_str())
+                .map(|(_, store)| shared::knowledge::ReplicaId::from(store.as_str()))
+                .unwrap_or_else(|| replica.clone());
+            named.set(&name, ticks.clone());
+        }
+        Ok(named)
     }
 
     /// Past sessions, newest first.

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use shared::error::SessionError;
 use shared::ipc::{LocalStream, SocketListener};
 use shared::protocol::{
-    accept_hello, refuse, BatchApplied, Connection, Message, ProtocolError, Role, SessionReady,
+    accept_hello, refuse_with, BatchApplied, Connection, Message, ProtocolError, Role, SessionReady,
 };
 use shared::shutdown::Shutdown;
 use shared::store::{ImportSession, ItemChange, Store};
@@ -32,7 +32,7 @@ async fn handle(stream: LocalStream, store: PathBuf, shutdown: Shutdown) {
     if let Err(error) = import(&mut conn, &store, shutdown).await {
         warn!(%error, "import connection ended with an error");
         let message = error.to_string();
-        refuse(&mut conn, &message).await;
+        refuse_with(&mut conn, &message, error.is_retryable()).await;
     }
 }
 
@@ -102,6 +102,7 @@ async fn import(
             errors = outcome.errors.len(),
             "batch committed"
         );
+        shared::failpoint::hit("collector-after-commit");
         conn.send(&Message::BatchApplied(BatchApplied {
             seq: batch.seq,
             applied: outcome.applied,

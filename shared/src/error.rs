@@ -16,6 +16,10 @@ pub enum SessionError {
     /// The session was stopped on purpose (shutdown) at a batch boundary.
     #[error("{0}")]
     Stopped(String),
+    /// The session cannot run until someone changes something (e.g. an out-of-date
+    /// destination needing a full enumeration this version cannot do).
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl SessionError {
@@ -26,6 +30,7 @@ impl SessionError {
             SessionError::Protocol(e) => e.is_retryable(),
             SessionError::Ipc(e) => e.is_retryable(),
             SessionError::Stopped(_) => true,
+            SessionError::Refused(_) => false,
         }
     }
 }

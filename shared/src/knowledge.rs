@@ -31,9 +31,10 @@ impl ReplicaId {
         &self.0
     }
 
-    /// Whether a tick printed right after the id would be ambiguous.
+    /// Whether a tick is written after a ':' — for every id but a one-letter one like the
+    /// seed's "A", so "A5" stays as seed 004 writes it and a UUID reads "…e16:5", never "…e165".
     fn ends_with_digit(&self) -> bool {
-        self.0.ends_with(|c: char| c.is_ascii_digit())
+        self.0.chars().nth(1).is_some() || self.0.ends_with(|c: char| c.is_ascii_digit())
     }
 }
 

@@ -11,12 +11,13 @@
 //! - [`ipc`]: local sockets: owner-only listeners, stale-socket recovery, peer-credential checks.
 //! - [`shutdown`]: the shutdown signal daemons take, so tests can stop them cleanly.
 //!
-//! The seeds are the five documents in `shared/seeds/` of the product repository; comments name
-//! them by file number (000 Exchange ICS, 001 metadata storage, 002 Outlook replication state
+//! The seeds are the five public documents the product comes from (kept beside the repository,
+//! not in it); comments name them by file number (000 Exchange ICS, 001 metadata storage, 002 Outlook replication state
 //! machine, 003 applying changes, 004 Sync Framework introduction).
 
 pub mod daemon;
 pub mod error;
+pub mod failpoint;
 pub mod ipc;
 pub mod knowledge;
 pub mod logging;

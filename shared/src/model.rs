@@ -159,30 +159,75 @@ impl Phase {
     }
 }
 
-/// A message body on the wire: text when it is UTF-8 (cheap to encode), base64 otherwise.
+/// A message body on the wire, keeping SQLite's storage class so a body arrives exactly as it was
+/// stored: `text` for a TEXT value, `utf8` for a BLOB whose bytes are UTF-8 (sent as a string,
+/// cheap to encode), `base64` for any other BLOB.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Body {
     Text(String),
+    Utf8(String),
     Base64(String),
 }
 
+/// A body as SQLite stores it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoredBody {
+    Text(String),
+    Blob(Vec<u8>),
+}
+
 impl Body {
-    pub fn from_bytes(bytes: Vec<u8>) -> Body {
-        match String::from_utf8(bytes) {
-            Ok(text) => Body::Text(text),
-            Err(e) => Body::Base64(base64::engine::general_purpose::STANDARD.encode(e.as_bytes())),
+    pub fn from_stored(stored: StoredBody) -> Body {
+        match stored {
+            StoredBody::Text(text) => Body::Text(text),
+            StoredBody::Blob(bytes) => match String::from_utf8(bytes) {
+                Ok(text) => Body::Utf8(text),
+                Err(e) => {
+                    Body::Base64(base64::engine::general_purpose::STANDARD.encode(e.as_bytes()))
+                }
+            },
         }
     }
 
-    /// The bytes, or a description of why the base64 is bad.
-    pub fn into_bytes(self) -> Result<Vec<u8>, String> {
+    /// The value to store, or why the base64 is bad.
+    pub fn into_stored(self) -> Result<StoredBody, String> {
         match self {
-            Body::Text(text) => Ok(text.into_bytes()),
+            Body::Text(text) => Ok(StoredBody::Text(text)),
+            Body::Utf8(text) => Ok(StoredBody::Blob(text.into_bytes())),
             Body::Base64(b64) => base64::engine::general_purpose::STANDARD
                 .decode(b64.as_bytes())
+                .map(StoredBody::Blob)
                 .map_err(|e| format!("body is not valid base64: {e}")),
         }
+    }
+
+    /// Its length on the wire, roughly.
+    pub fn wire_len(&self) -> usize {
+        match self {
+            Body::Text(t) | Body::Utf8(t) | Body::Base64(t) => t.len(),
+        }
+    }
+}
+
+impl rusqlite::types::FromSql for StoredBody {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        use rusqlite::types::ValueRef;
+        match value {
+            ValueRef::Text(t) => Ok(StoredBody::Text(String::from_utf8_lossy(t).into_owned())),
+            ValueRef::Blob(b) => Ok(StoredBody::Blob(b.to_vec())),
+            _ => Err(rusqlite::types::FromSqlError::InvalidType),
+        }
+    }
+}
+
+impl rusqlite::types::ToSql for StoredBody {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::{ToSqlOutput, ValueRef};
+        Ok(match self {
+            StoredBody::Text(t) => ToSqlOutput::Borrowed(ValueRef::Text(t.as_bytes())),
+            StoredBody::Blob(b) => ToSqlOutput::Borrowed(ValueRef::Blob(b)),
+        })
     }
 }
 

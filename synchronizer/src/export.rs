@@ -104,7 +104,7 @@ async fn export(
         warn!(destination = %ready.replica, "destination knows less than the agent recorded; sending what it lost");
     }
     if !ready.knowledge.is_superset_of(&forgotten) {
-        return Err(SessionError::Stopped(format!(
+        return Err(SessionError::Refused(format!(
             "destination {} is out of date (it lacks forgotten knowledge {forgotten}); \
              full enumeration is required and not available in this version",
             ready.replica
@@ -172,6 +172,7 @@ async fn export(
         let room = MAX_LISTED.saturating_sub(errors.len());
         errors.extend(applied.errors.into_iter().take(room));
         dest = applied.knowledge;
+        shared::failpoint::hit("synchronizer-after-ack");
         agent
             .send(&Message::Progress(Progress {
                 phase,

@@ -1,1 +1,10 @@
+//! End-to-end tests through the real binaries, one module per feature. Each test has its own
+//! temporary directory (see the fixture in `tests/src/lib.rs`).
+#![allow(clippy::unwrap_used)]
 
+mod cli;
+mod crash;
+mod malformed;
+mod seed_004;
+mod sockets;
+mod two_way;

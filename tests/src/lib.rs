@@ -1,1 +1,339 @@
+//! The fixture of the end-to-end tests: each test gets its own temporary directory, spawns the
+//! real `synchronizer`, `collector` and `agent` binaries in it, and holds handles to the daemons
+//! (killed when dropped). Nothing waits by sleeping: daemons are ready when their socket answers,
+//! polled against a deadline.
+#![allow(clippy::unwrap_used)]
 
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use rusqlite::Connection;
+
+/// How long a daemon may take to start answering.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// Where the binaries are: beside the test executable's `deps/` directory (cargo builds the
+/// three binary packages' bins for `cargo test --workspace`), or `$ICSYNC_BIN_DIR`.
+pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("ICSYNC_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().and_then(Path::parent).unwrap().to_path_buf()
+}
+
+pub fn bin(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo test --workspace` (it builds the binaries) or set ICSYNC_BIN_DIR",
+        path.display()
+    );
+    path
+}
+
+/// A spawned daemon; killed (SIGKILL) when dropped.
+pub struct Daemon {
+    pub child: Child,
+    pub socket: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Waits for the process to exit by itself (e.g. at a failpoint), within the deadline.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "{} did not exit",
+                self.socket.display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM, then wait for the exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        self.wait_exit()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until something answers on `socket`.
+pub fn wait_for_socket(socket: &Path, child: &mut Child) {
+    let start = Instant::now();
+    while UnixStream::connect(socket).is_err() {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("daemon for {} exited early: {status}", socket.display());
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "{} never answered",
+            socket.display()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A store under test with its two daemons.
+pub struct StoreUnderTest {
+    pub name: String,
+    pub path: PathBuf,
+    pub synchronizer: Option<Daemon>,
+    pub collector: Option<Daemon>,
+}
+
+impl StoreUnderTest {
+    /// A plain SQLite connection, as an application uses the store.
+    pub fn app(&self) -> Connection {
+        let c = Connection::open(&self.path).unwrap();
+        c.busy_timeout(Duration::from_secs(10)).unwrap();
+        c
+    }
+}
+
+/// One test's world: a temporary directory, its stores and a config.
+pub struct World {
+    pub dir: tempfile::TempDir,
+    pub stores: Vec<String>,
+}
+
+impl Default for World {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl World {
+    pub fn new() -> World {
+        World {
+            dir: tempfile::Builder::new()
+                .prefix("icsync-e2e")
+                .tempdir()
+                .unwrap(),
+            stores: Vec::new(),
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn sync_socket(&self, store: &str) -> PathBuf {
+        self.path(&format!("run/{store}.sync.sock"))
+    }
+
+    pub fn coll_socket(&self, store: &str) -> PathBuf {
+        self.path(&format!("run/{store}.coll.sock"))
+    }
+
+    pub fn store_path(&self, store: &str) -> PathBuf {
+        self.path(&format!("data/{store}.db"))
+    }
+
+    /// Spawns a daemon (`synchronizer` or `collector`) for a store, with extra environment.
+    pub fn spawn(&self, which: &str, store: &str, env: &[(&str, &str)]) -> Daemon {
+        let socket = if which == "synchronizer" {
+            self.sync_socket(store)
+        } else {
+            self.coll_socket(store)
+        };
+        std::fs::create_dir_all(self.path("data")).unwrap();
+        let log = self.path(&format!("{store}.{which}.log"));
+        let mut cmd = Command::new(bin(which));
+        cmd.arg("--store")
+            .arg(self.store_path(store))
+            .arg("--socket")
+            .arg(&socket)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        wait_for_socket(&socket, &mut child);
+        Daemon { child, socket, log }
+    }
+
+    /// Creates a store (empty) and starts its two daemons.
+    pub fn store(&mut self, name: &str) -> StoreUnderTest {
+        self.stores.push(name.to_string());
+        let synchronizer = self.spawn("synchronizer", name, &[]);
+        let collector = self.spawn("collector", name, &[]);
+        StoreUnderTest {
+            name: name.to_string(),
+            path: self.store_path(name),
+            synchronizer: Some(synchronizer),
+            collector: Some(collector),
+        }
+    }
+
+    /// Writes the agent config: every store made so far, and the given partnerships as
+    /// (name, source, destination, extra TOML lines).
+    pub fn config(&self, partnerships: &[(&str, &str, &str, &str)]) -> PathBuf {
+        let mut toml = String::from("state = \"state/agent.db\"\n");
+        for s in &self.stores {
+            toml.push_str(&format!(
+                "\n[stores.{s}]\nsynchronizer = \"run/{s}.sync.sock\"\ncollector = \"run/{s}.coll.sock\"\n"
+            ));
+        }
+        for (name, source, destination, extra) in partnerships {
+            toml.push_str(&format!(
+                "\n[[partnerships]]\nname = \"{name}\"\nsource = \"{source}\"\ndestination = \"{destination}\"\nevery = \"5m\"\n{extra}\n"
+            ));
+        }
+        let path = self.path("agent.toml");
+        std::fs::write(&path, toml).unwrap();
+        path
+    }
+
+    /// Runs `agent --config agent.toml ARGS...` to completion.
+    pub fn agent(&self, args: &[&str]) -> Output {
+        self.agent_env(args, &[])
+    }
+
+    pub fn agent_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = Command::new(bin("agent"));
+        cmd.arg("--config").arg(self.path("agent.toml")).args(args);
+        cmd.env_remove("ICSYNC_CONFIG").env("RUST_LOG", "warn");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    }
+
+    /// `agent sync NAME`, which must succeed; returns its stderr.
+    pub fn sync_ok(&self, name: &str) -> String {
+        let out = self.agent(&["sync", name]);
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "agent sync {name} failed: {err}");
+        err
+    }
+
+    /// `synchronizer info --store PATH --json`.
+    pub fn info(&self, store: &str) -> serde_json::Value {
+        let out = Command::new(bin("synchronizer"))
+            .args(["info", "--json", "--store"])
+            .arg(self.store_path(store))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+/// Every public row of a store, in a canonical text form, for comparing stores.
+pub fn public_rows(app: &Connection) -> Vec<String> {
+    let mut rows: Vec<String> = app
+        .prepare("SELECT 'F', id, coalesce(parent_id, '-'), name FROM folders ORDER BY id")
+        .unwrap()
+        .query_map([], |r| {
+            Ok(format!(
+                "F {} parent={} name={}",
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?
+            ))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    rows.extend(
+        app.prepare(
+            "SELECT id, folder_id, subject, sender, received_at, headers, hex(body), is_read \
+             FROM messages ORDER BY id",
+        )
+        .unwrap()
+        .query_map([], |r| {
+            Ok(format!(
+                "M {} folder={} subject={} sender={} at={} headers={} body={} read={}",
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, String>(5)?,
+                r.get::<_, String>(6)?,
+                r.get::<_, i64>(7)?
+            ))
+        })
+        .unwrap()
+        .map(Result::unwrap),
+    );
+    rows
+}
+
+/// Sends raw bytes to a socket and reads back one frame's JSON (or None if it closed).
+pub fn raw_exchange(socket: &Path, bytes: &[u8]) -> Option<serde_json::Value> {
+    let mut s = UnixStream::connect(socket).unwrap();
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    s.write_all(bytes).unwrap();
+    read_frame(&mut s)
+}
+
+/// Reads one frame's JSON from a stream (None on close).
+pub fn read_frame(s: &mut UnixStream) -> Option<serde_json::Value> {
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).ok()?;
+    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+    s.read_exact(&mut body).ok()?;
+    Some(serde_json::from_slice(&body).unwrap())
+}
+
+/// A frame around a JSON text.
+pub fn frame(json: &str) -> Vec<u8> {
+    let mut out = (json.len() as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(json.as_bytes());
+    out
+}
+
+/// The knowledge entries of `info` as (replica, upto, exceptions) with the given replica names.
+pub fn knowledge_of(info: &serde_json::Value, names: &[(&str, &str)]) -> String {
+    let mut parts = Vec::new();
+    for entry in info["knowledge"].as_array().unwrap() {
+        let id = entry["replica"].as_str().unwrap();
+        let name = names
+            .iter()
+            .find(|(_, rid)| *rid == id)
+            .map(|(n, _)| *n)
+            .unwrap_or(id);
+        let mut part = format!("{name}{}", entry["upto"]);
+        for ex in entry["exceptions"].as_array().unwrap() {
+            part.push_str(&format!("+{}..{}", ex[0], ex[1]));
+        }
+        parts.push(part);
+    }
+    parts.sort();
+    parts.join(", ")
+}

@@ -258,13 +258,11 @@ impl Store {
         let local = self.local_item(&change.id)?;
         if let Some(local) = &local {
             if local.kind != change.kind {
-                return Err(StoreError::Corrupt {
-                    path: self.path.clone(),
-                    what: format!(
-                        "item {} is a {:?} here but arrives as a {:?}",
-                        change.id, local.kind, change.kind
-                    ),
-                });
+                // Two stores used one id for a folder and a message: this item fails alone.
+                return Err(item_refused(format!(
+                    "item {} is a {:?} here but arrives as a {:?}",
+                    change.id, local.kind, change.kind
+                )));
             }
         }
         match (change.is_tombstone(), local) {
@@ -565,7 +563,7 @@ impl Store {
                 headers,
                 body,
             } => {
-                let body = match body.clone().map(|b| b.into_bytes()).transpose() {
+                let body = match body.clone().map(|b| b.into_stored()).transpose() {
                     Ok(body) => body,
                     Err(reason) => {
                         return Err(StoreError::Corrupt {
@@ -780,14 +778,19 @@ fn kind_name(kind: ItemKind) -> &'static str {
 /// A move that would make a folder its own ancestor is refused like a constraint an
 /// application's trigger raises: the item fails alone and comes again.
 fn cycle_error(id: &str, parent: &str) -> StoreError {
+    item_refused(format!(
+        "moving folder {id} under {parent} would make a cycle"
+    ))
+}
+
+/// An error that fails one item (a recoverable error, seed 003), not the batch.
+fn item_refused(reason: String) -> StoreError {
     StoreError::Sqlite {
         path: Default::default(),
-        context: "refused a folder move",
+        context: "refused an item",
         source: rusqlite::Error::SqliteFailure(
             rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT),
-            Some(format!(
-                "moving folder {id} under {parent} would make a cycle"
-            )),
+            Some(reason),
         ),
     }
 }

@@ -182,7 +182,7 @@ fn missing_ticks(made_with: &Knowledge, dest: &Knowledge, replica: &ReplicaId) -
 
 /// A rough size of an item's values, to keep batches under the frame cap.
 fn approximate_size(change: &ItemChange) -> usize {
-    use crate::model::{Body, UnitValue};
+    use crate::model::UnitValue;
     change
         .units
         .iter()
@@ -194,11 +194,7 @@ fn approximate_size(change: &ItemChange) -> usize {
                 body,
                 ..
             } => {
-                let body = match body {
-                    Some(Body::Text(t)) => t.len() + t.len() / 8,
-                    Some(Body::Base64(b)) => b.len(),
-                    None => 0,
-                };
+                let body = body.as_ref().map_or(0, |b| b.wire_len() + b.wire_len() / 8);
                 subject.len() + sender.len() + headers.len() + body + 64
             }
             UnitValue::Name { name } => name.len() + 32,

@@ -8,7 +8,7 @@ use rusqlite::OptionalExtension;
 use super::error::SqlContext;
 use super::{Store, StoreError};
 use crate::knowledge::{ReplicaId, Version};
-use crate::model::{Body, Change, ItemKind, Unit, UnitChange, UnitValue, WireVersion};
+use crate::model::{Body, Change, ItemKind, StoredBody, Unit, UnitChange, UnitValue, WireVersion};
 
 /// One change unit of an item: its update version, when it was made, and its value.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -109,15 +109,29 @@ impl ItemChange {
             created,
             units,
         };
-        let complete = item.is_tombstone() && item.units.len() == 1
-            || Unit::live_units(item.kind)
-                .iter()
-                .all(|u| item.unit(*u).is_some());
+        let live = Unit::live_units(item.kind);
+        let complete = if item.is_tombstone() {
+            item.units.len() == 1
+        } else {
+            item.units.len() == live.len() && live.iter().all(|u| item.unit(*u).is_some())
+        };
         if !complete {
             return Err(format!(
-                "item {}: a live item must carry all its units, a tombstone only its deletion",
+                "item {}: a live item must carry exactly its units, a tombstone only its deletion",
                 item.id
             ));
+        }
+        // Undecodable bodies are refused here, with the rest of the batch, before anything is
+        // applied.
+        for u in &item.units {
+            if let UnitValue::Content {
+                body: Some(body), ..
+            } = &u.value
+            {
+                if let Err(e) = body.clone().into_stored() {
+                    return Err(format!("item {}: {e}", item.id));
+                }
+            }
         }
         Ok(item)
     }
@@ -247,14 +261,14 @@ impl Store {
                     )
                     .and_then(|mut s| {
                         s.query_row([id], |r| {
-                            let body: Option<Vec<u8>> = r.get(4)?;
+                            let body: Option<StoredBody> = r.get(4)?;
                             Ok(vec![
                                 UnitValue::Content {
                                     subject: r.get(0)?,
                                     sender: r.get(1)?,
                                     received_at: r.get(2)?,
                                     headers: r.get(3)?,
-                                    body: body.map(Body::from_bytes),
+                                    body: body.map(Body::from_stored),
                                 },
                                 UnitValue::Read {
                                     is_read: r.get::<_, i64>(5)? != 0,

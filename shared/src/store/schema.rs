@@ -53,7 +53,11 @@ CREATE TABLE messages (
     received_at INTEGER NOT NULL DEFAULT 0,
     headers     TEXT NOT NULL DEFAULT '',
     body        BLOB,
-    is_read     INTEGER NOT NULL DEFAULT 0
+    is_read     INTEGER NOT NULL DEFAULT 0,
+    -- Values of the wrong type are refused at the write, with a name saying what is wrong.
+    CONSTRAINT received_at_must_be_unix_seconds CHECK (typeof(received_at) = 'integer'),
+    CONSTRAINT is_read_must_be_0_or_1 CHECK (is_read IN (0, 1)),
+    CONSTRAINT body_must_be_text_or_blob CHECK (typeof(body) IN ('text', 'blob', 'null'))
 );
 CREATE INDEX messages_by_folder ON messages(folder_id);
 

@@ -523,3 +523,91 @@ fn enumeration_follows_the_phases_and_skips_what_the_destination_knows() {
         ]
     );
 }
+
+#[test]
+fn bodies_keep_their_storage_class_and_bad_types_are_refused_at_the_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut a, app_a) = new_store(&dir, "a.db");
+    let (mut b, app_b) = new_store(&dir, "b.db");
+    app_a
+        .execute_batch(
+            "INSERT INTO folders (id, name) VALUES ('f', 'F');
+             INSERT INTO messages (id, folder_id, body) VALUES
+               ('text', 'f', 'plain text'), ('utf8', 'f', CAST('bytes' AS BLOB)),
+               ('binary', 'f', x'00ff10'), ('none', 'f', NULL);",
+        )
+        .unwrap();
+    sync(&mut a, &mut b, 10, ConflictRule::Defer);
+    let types = |app: &Connection| -> Vec<String> {
+        app.prepare("SELECT id || ':' || typeof(body) || ':' || coalesce(hex(body), '') FROM messages ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    assert_eq!(types(&app_a), types(&app_b));
+    assert_eq!(types(&app_b)[0], "binary:blob:00FF10");
+    for (sql, constraint) in [
+        (
+            "INSERT INTO messages (folder_id, received_at) VALUES ('f', 'yesterday')",
+            "received_at_must_be_unix_seconds",
+        ),
+        ("UPDATE messages SET is_read = 2", "is_read_must_be_0_or_1"),
+        (
+            "INSERT INTO messages (folder_id, body) VALUES ('f', 1.5)",
+            "body_must_be_text_or_blob",
+        ),
+    ] {
+        let err = app_a.execute(sql, []).unwrap_err().to_string();
+        assert!(err.contains(constraint), "{sql}: {err}");
+    }
+}
+
+#[test]
+fn a_live_item_carrying_a_tombstone_or_bad_base64_is_refused_off_the_wire() {
+    use crate::model::{Body, Change, ItemKind, UnitChange, UnitValue, WireVersion};
+    let replicas = vec![crate::knowledge::ReplicaId::from("A")];
+    let unit = |value| UnitChange {
+        version: WireVersion(0, 1),
+        at: 0,
+        value,
+    };
+    let folder = |extra: Vec<UnitChange>| Change {
+        id: "f".into(),
+        kind: ItemKind::Folder,
+        created: WireVersion(0, 1),
+        units: [
+            vec![
+                unit(UnitValue::Name { name: "F".into() }),
+                unit(UnitValue::Parent { parent_id: None }),
+            ],
+            extra,
+        ]
+        .concat(),
+    };
+    assert!(ItemChange::from_wire(folder(vec![]), &replicas).is_ok());
+    let err = ItemChange::from_wire(folder(vec![unit(UnitValue::FolderTombstone)]), &replicas)
+        .unwrap_err();
+    assert!(err.contains("exactly its units"), "{err}");
+    let message = Change {
+        id: "m".into(),
+        kind: ItemKind::Message,
+        created: WireVersion(0, 1),
+        units: vec![
+            unit(UnitValue::Content {
+                subject: String::new(),
+                sender: String::new(),
+                received_at: 0,
+                headers: String::new(),
+                body: Some(Body::Base64("%%%".into())),
+            }),
+            unit(UnitValue::Read { is_read: false }),
+            unit(UnitValue::Location {
+                folder_id: "f".into(),
+            }),
+        ],
+    };
+    let err = ItemChange::from_wire(message, &replicas).unwrap_err();
+    assert!(err.contains("item m: body is not valid base64"), "{err}");
+}

@@ -1,0 +1,124 @@
+//! The agent's operator output: snapshots of `agent state` and `agent status` (paths, ids and
+//! times redacted), exit codes, and one-line failure reasons.
+
+use icsync_e2e::World;
+
+fn redact(text: &str, w: &World) -> String {
+    let mut s = text.replace(&w.dir.path().display().to_string(), "[dir]");
+    for (pattern, with) in [
+        (r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ", "[time]"),
+        (
+            r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
+            "[replica]",
+        ),
+        (
+            r#""(updated_at|started_at|ended_at|last_started_at|last_ended_at)": \d+"#,
+            "\"$1\": [ms]",
+        ),
+        (r"#\d+ ", "#[id] "),
+        // Knowledge entries are ordered by (random) replica id; `knowledge_by_store` pins them.
+        (r#""upto": \d+"#, "\"upto\": [n]"),
+    ] {
+        s = regex_lite::Regex::new(pattern)
+            .unwrap()
+            .replace_all(&s, with)
+            .into_owned();
+    }
+    s
+}
+
+fn stdout(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+fn world_after_one_session() -> (
+    World,
+    icsync_e2e::StoreUnderTest,
+    icsync_e2e::StoreUnderTest,
+) {
+    let mut w = World::new();
+    let a = w.store("a");
+    let b = w.store("b");
+    super::seed_004::seed_a(&a.app());
+    super::seed_004::seed_b(&b.app());
+    w.config(&[("ab", "a", "b", "batch = 2")]);
+    w.sync_ok("ab");
+    (w, a, b)
+}
+
+#[test]
+fn state_and_status_snapshots() {
+    let (w, _a, _b) = world_after_one_session();
+    insta::assert_snapshot!("state", redact(&stdout(&w.agent(&["state", "ab"])), &w));
+    insta::assert_snapshot!(
+        "state_json",
+        redact(&stdout(&w.agent(&["state", "ab", "--json"])), &w)
+    );
+    insta::assert_snapshot!("status", redact(&stdout(&w.agent(&["status"])), &w));
+    insta::assert_snapshot!(
+        "status_json",
+        redact(&stdout(&w.agent(&["status", "--json"])), &w)
+    );
+}
+
+#[test]
+fn a_failed_session_exits_non_zero_with_a_one_line_reason_and_is_recorded() {
+    let (w, _a, mut b) = world_after_one_session();
+    b.collector = None; // killed: the socket file stays, nobody answers
+    let out = w.agent(&["sync", "ab"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let last = err.lines().last().unwrap();
+    assert!(
+        last.starts_with(
+            "agent: ab (a->b): cannot connect to [dir]"
+                .replace("[dir]", &w.dir.path().display().to_string())
+                .as_str()
+        ),
+        "{err}"
+    );
+    let status = redact(&stdout(&w.agent(&["status"])), &w);
+    assert!(
+        status.contains("state:     failed")
+            && status.contains("cannot connect to [dir]/run/b.coll.sock"),
+        "{status}"
+    );
+}
+
+#[test]
+fn a_bad_config_names_file_and_line_and_runs_nothing() {
+    let w = World::new();
+    std::fs::write(
+        w.path("agent.toml"),
+        "state = \"s.db\"\n[stores.a]\nsynchronizer = \"a.s\"\ncollector = \"a.c\"\n[[partnerships]]\nname = \"x\"\nsource = \"a\"\ndestination = \"nowhere\"\nevery = \"5m\"\n",
+    )
+    .unwrap();
+    let out = w.agent(&["sync", "x"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("agent.toml:8:") && err.contains("unknown store \"nowhere\""),
+        "{err}"
+    );
+    assert!(!w.path("s.db").exists(), "nothing ran");
+}
+
+#[test]
+fn a_session_of_a_partnership_already_running_is_refused() {
+    let (w, _a, _b) = world_after_one_session();
+    let lock = std::fs::File::options()
+        .write(true)
+        .open(w.path("state/locks/ab.lock"))
+        .unwrap();
+    lock.lock().unwrap();
+    let out = w.agent(&["sync", "ab"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already running"));
+    drop(lock);
+    w.sync_ok("ab");
+}
