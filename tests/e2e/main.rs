@@ -5,6 +5,7 @@
 mod cli;
 mod crash;
 mod malformed;
+mod repair;
 mod seed_004;
 mod sockets;
 mod two_way;

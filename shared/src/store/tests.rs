@@ -611,3 +611,78 @@ fn a_live_item_carrying_a_tombstone_or_bad_base64_is_refused_off_the_wire() {
     let err = ItemChange::from_wire(message, &replicas).unwrap_err();
     assert!(err.contains("item m: body is not valid base64"), "{err}");
 }
+
+#[test]
+fn a_child_that_arrives_before_its_parent_waits_in_the_queue_across_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut a, app_a) = new_store(&dir, "a.db");
+    let (mut b, app_b) = new_store(&dir, "b.db");
+    // x is older than y, and then moved under y: x's units come first in enumeration order.
+    app_a
+        .execute_batch(
+            "INSERT INTO folders (id, name) VALUES ('x', 'X');
+             INSERT INTO folders (id, name) VALUES ('y', 'Y');
+             UPDATE folders SET parent_id = 'y' WHERE id = 'x';",
+        )
+        .unwrap();
+    let out = sync(&mut a, &mut b, 1, ConflictRule::Defer);
+    assert_eq!(out[0].pending, 1, "x waits for y");
+    assert!(out.iter().all(|o| o.errors.is_empty()));
+    assert_eq!(public_rows(&app_a), public_rows(&app_b));
+    assert_eq!(a.knowledge().unwrap(), b.knowledge().unwrap());
+}
+
+#[test]
+fn a_child_whose_parent_never_arrives_is_left_out_of_the_knowledge_and_comes_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut b, app_b) = new_store(&dir, "b.db");
+    let source = crate::knowledge::ReplicaId::from("A");
+    let mut made_with = Knowledge::new();
+    made_with.insert_range(&source, 1, 1);
+    let v = crate::knowledge::Version::new(source.clone(), 1);
+    let orphan = ItemChange {
+        id: "m".into(),
+        kind: crate::model::ItemKind::Message,
+        created: v.clone(),
+        units: vec![
+            UnitState {
+                version: v.clone(),
+                at: 0,
+                value: crate::model::UnitValue::Content {
+                    subject: "s".into(),
+                    sender: String::new(),
+                    received_at: 0,
+                    headers: String::new(),
+                    body: None,
+                },
+            },
+            UnitState {
+                version: v.clone(),
+                at: 0,
+                value: crate::model::UnitValue::Read { is_read: false },
+            },
+            UnitState {
+                version: v.clone(),
+                at: 0,
+                value: crate::model::UnitValue::Location {
+                    folder_id: "missing".into(),
+                },
+            },
+        ],
+    };
+    let mut session = ImportSession::new(source, made_with.clone(), ConflictRule::Defer);
+    let out = b
+        .apply_batch(&mut session, vec![orphan], &made_with, true)
+        .unwrap();
+    assert_eq!(out.errors.len(), 1);
+    assert!(
+        out.errors[0].reason.contains("comes again next session"),
+        "{:?}",
+        out.errors
+    );
+    assert!(
+        !b.knowledge().unwrap().contains(&v),
+        "never stored as an orphan, never learned"
+    );
+    assert!(public_rows(&app_b).is_empty());
+}
