@@ -44,6 +44,8 @@ pub enum AgentError {
     },
     #[error("{partnership}: a session of this partnership is already running")]
     Busy { partnership: String },
+    #[error("agent run cannot start: {0}")]
+    Startup(String),
     #[error("cannot lock {path}: {source}")]
     Lock {
         path: PathBuf,
@@ -158,7 +160,7 @@ impl PartnershipLock {
 
 /// Runs one session of `name` now: every direction in order. Stops at the first direction
 /// that fails. Returns each direction's completion.
-#[instrument(skip(config, listen), err)]
+#[instrument(skip(config, listen), err(level = "debug"))]
 pub async fn sync_partnership(
     config: &Config,
     name: &str,

@@ -30,6 +30,10 @@ pub async fn serve(listener: SocketListener, store: PathBuf, stop: impl Future<O
 async fn handle(stream: LocalStream, store: PathBuf, shutdown: Shutdown) {
     let mut conn = Connection::new(stream);
     if let Err(error) = import(&mut conn, &store, shutdown).await {
+        if is_probe(&error) {
+            tracing::debug!("a connection closed before saying hello (a readiness check)");
+            return;
+        }
         warn!(%error, "import connection ended with an error");
         let message = error.to_string();
         refuse_with(&mut conn, &message, error.is_retryable()).await;
@@ -37,7 +41,7 @@ async fn handle(stream: LocalStream, store: PathBuf, shutdown: Shutdown) {
 }
 
 /// One synchronizer connection: the session's opening, then batch after batch.
-#[instrument(skip_all, fields(store = %store_path.display()), err)]
+#[instrument(skip_all, fields(store = %store_path.display()), err(level = "debug"))]
 async fn import(
     conn: &mut Connection<LocalStream>,
     store_path: &Path,
@@ -123,4 +127,14 @@ fn unexpected(expected: &'static str, got: &Message) -> SessionError {
         got: got.name(),
     }
     .into()
+}
+
+/// A connection that closed before its first message: someone checking the socket answers.
+fn is_probe(error: &shared::error::SessionError) -> bool {
+    matches!(
+        error,
+        shared::error::SessionError::Protocol(shared::protocol::ProtocolError::Closed {
+            waiting_for: "hello"
+        })
+    )
 }

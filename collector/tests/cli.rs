@@ -1,5 +1,6 @@
 //! The collector's command line (this integration test also makes `cargo test --workspace`
 //! build the binary the end-to-end tests run).
+#![allow(clippy::unwrap_used)]
 use std::process::Command;
 
 #[test]

@@ -4,6 +4,7 @@
 
 mod cli;
 mod crash;
+mod daemon;
 mod malformed;
 mod repair;
 mod seed_004;
