@@ -12,11 +12,11 @@ use std::path::{Path, PathBuf};
 use shared::error::SessionError;
 use shared::ipc::{LocalStream, SocketListener};
 use shared::protocol::{
-    accept_hello, refuse_with, BatchApplied, Connection, Message, ProtocolError, Role, SessionReady,
+    accept_hello, BatchApplied, Connection, Message, ProtocolError, Role, SessionReady,
 };
 use shared::shutdown::Shutdown;
 use shared::store::{ImportSession, ItemChange, Store};
-use tracing::{info, instrument, warn};
+use tracing::{info, instrument};
 
 /// Serves imports into the store at `store` until `stop` resolves.
 pub async fn serve(listener: SocketListener, store: PathBuf, stop: impl Future<Output = ()>) {
@@ -30,13 +30,7 @@ pub async fn serve(listener: SocketListener, store: PathBuf, stop: impl Future<O
 async fn handle(stream: LocalStream, store: PathBuf, shutdown: Shutdown) {
     let mut conn = Connection::new(stream);
     if let Err(error) = import(&mut conn, &store, shutdown).await {
-        if is_probe(&error) {
-            tracing::debug!("a connection closed before saying hello (a readiness check)");
-            return;
-        }
-        warn!(%error, "import connection ended with an error");
-        let message = error.to_string();
-        refuse_with(&mut conn, &message, error.is_retryable()).await;
+        shared::daemon::report_failure(&mut conn, &error, "import").await;
     }
 }
 
@@ -127,14 +121,4 @@ fn unexpected(expected: &'static str, got: &Message) -> SessionError {
         got: got.name(),
     }
     .into()
-}
-
-/// A connection that closed before its first message: someone checking the socket answers.
-fn is_probe(error: &shared::error::SessionError) -> bool {
-    matches!(
-        error,
-        shared::error::SessionError::Protocol(shared::protocol::ProtocolError::Closed {
-            waiting_for: "hello"
-        })
-    )
 }

@@ -34,11 +34,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    // Create or check the store before taking the socket: a bad store never starts serving.
-    let store = shared::store::Store::open(&args.store)?;
-    tracing::info!(store = %args.store.display(), replica = %store.replica(), socket = %args.socket.display(), "collector serving");
-    drop(store);
-    let listener = shared::ipc::SocketListener::bind(&args.socket).await?;
+    let listener = shared::daemon::bind_for_store("collector", &args.store, &args.socket).await?;
     collector::serve(listener, args.store, shared::shutdown::signal()).await;
     Ok(())
 }

@@ -43,3 +43,35 @@ where
     trigger.fire();
     while connections.join_next().await.is_some() {}
 }
+
+/// Opens (creating if need be) the store, then binds the socket, so a file that is not a store
+/// never gets a daemon serving it.
+pub async fn bind_for_store(
+    role: &'static str,
+    store: &std::path::Path,
+    socket: &std::path::Path,
+) -> Result<SocketListener, crate::error::SessionError> {
+    let opened = crate::store::Store::open(store)?;
+    let listener = SocketListener::bind(socket).await?;
+    tracing::info!(role, store = %store.display(), replica = %opened.replica(), socket = %socket.display(), "serving");
+    Ok(listener)
+}
+
+/// Ends a connection whose work failed: a readiness probe quietly, anything else logged and told
+/// to the peer with whether trying again may help.
+pub async fn report_failure<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
+    conn: &mut crate::protocol::Connection<S>,
+    error: &crate::error::SessionError,
+    what: &'static str,
+) {
+    if error.is_probe() {
+        tracing::debug!(
+            what,
+            "a connection closed before saying hello (a readiness check)"
+        );
+        return;
+    }
+    tracing::warn!(what, %error, "connection ended with an error");
+    let message = error.to_string();
+    crate::protocol::refuse_with(conn, &message, error.is_retryable()).await;
+}

@@ -23,6 +23,16 @@ pub enum SessionError {
 }
 
 impl SessionError {
+    /// A connection that closed before its first message: someone checking the socket answers.
+    pub fn is_probe(&self) -> bool {
+        matches!(
+            self,
+            SessionError::Protocol(ProtocolError::Closed {
+                waiting_for: "hello"
+            })
+        )
+    }
+
     /// Whether the next attempt may succeed without anyone changing anything.
     pub fn is_retryable(&self) -> bool {
         match self {

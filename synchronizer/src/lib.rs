@@ -13,9 +13,8 @@ use std::future::Future;
 use std::path::PathBuf;
 
 use shared::ipc::{LocalStream, SocketListener};
-use shared::protocol::{refuse_with, Connection};
+use shared::protocol::Connection;
 use shared::shutdown::Shutdown;
-use tracing::warn;
 
 /// Serves exports from the store at `store` until `stop` resolves.
 pub async fn serve(listener: SocketListener, store: PathBuf, stop: impl Future<Output = ()>) {
@@ -29,22 +28,6 @@ pub async fn serve(listener: SocketListener, store: PathBuf, stop: impl Future<O
 async fn handle(stream: LocalStream, store: PathBuf, shutdown: Shutdown) {
     let mut conn = Connection::new(stream);
     if let Err(error) = export::serve_agent(&mut conn, &store, shutdown).await {
-        if is_probe(&error) {
-            tracing::debug!("a connection closed before saying hello (a readiness check)");
-            return;
-        }
-        warn!(%error, "agent connection ended with an error");
-        let message = error.to_string();
-        refuse_with(&mut conn, &message, error.is_retryable()).await;
+        shared::daemon::report_failure(&mut conn, &error, "export").await;
     }
-}
-
-/// A connection that closed before its first message: someone checking the socket answers.
-fn is_probe(error: &shared::error::SessionError) -> bool {
-    matches!(
-        error,
-        shared::error::SessionError::Protocol(shared::protocol::ProtocolError::Closed {
-            waiting_for: "hello"
-        })
-    )
 }

@@ -63,10 +63,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let (Some(store), Some(socket)) = (args.store, args.socket) else {
                 anyhow::bail!("--store PATH and --socket PATH are both required to serve (or use `synchronizer info --store PATH`)");
             };
-            let opened = shared::store::Store::open(&store)?;
-            tracing::info!(store = %store.display(), replica = %opened.replica(), socket = %socket.display(), "synchronizer serving");
-            drop(opened);
-            let listener = shared::ipc::SocketListener::bind(&socket).await?;
+            let listener = shared::daemon::bind_for_store("synchronizer", &store, &socket).await?;
             synchronizer::serve(listener, store, shared::shutdown::signal()).await;
             Ok(())
         }
