@@ -79,7 +79,9 @@ pub struct ImportSession {
     pub made_with: Knowledge,
     pub rule: ConflictRule,
     pending: Vec<(ItemChange, String)>,
-    excluded: Vec<Version>,
+    /// Versions kept out of every learned knowledge of this session (looked up per version of
+    /// every applied item, hence a set).
+    excluded: std::collections::HashSet<Version>,
 }
 
 impl ImportSession {
@@ -89,7 +91,7 @@ impl ImportSession {
             made_with,
             rule,
             pending: Vec::new(),
-            excluded: Vec::new(),
+            excluded: Default::default(),
         }
     }
 }
@@ -160,9 +162,9 @@ impl Store {
             let before = session.pending.len();
             let waiting = std::mem::take(&mut session.pending);
             for (change, _) in waiting {
-                session
-                    .excluded
-                    .retain(|v| !change.versions().any(|w| w == v));
+                for v in change.versions() {
+                    session.excluded.remove(v);
+                }
                 self.apply_guarded(session, &known, change, &mut outcome, &mut learned)?;
             }
             if session.pending.len() >= before {
