@@ -158,16 +158,27 @@ impl PartnershipLock {
     }
 }
 
-/// Runs one session of `name` now: every direction in order. Stops at the first direction
-/// that fails. Returns each direction's completion.
-#[instrument(skip(config, listen), err(level = "debug"))]
+/// Runs one session of `name` now, taking the partnership's lock for its length (`Busy` if
+/// another session holds it): every direction in order. Stops at the first direction that
+/// fails. Returns each direction's completion.
 pub async fn sync_partnership(
     config: &Config,
     name: &str,
     listen: &mut dyn FnMut(Event<'_>),
 ) -> Result<Vec<(Leg, Completed)>, AgentError> {
+    let lock = PartnershipLock::try_take(config, name)?;
+    sync_locked(config, name, &lock, listen).await
+}
+
+/// [`sync_partnership`] for a caller that already holds the partnership's lock.
+#[instrument(skip(config, _lock, listen), err(level = "debug"))]
+pub async fn sync_locked(
+    config: &Config,
+    name: &str,
+    _lock: &PartnershipLock,
+    listen: &mut dyn FnMut(Event<'_>),
+) -> Result<Vec<(Leg, Completed)>, AgentError> {
     let partnership = config.partnership(name).map_err(Box::new)?.clone();
-    let _lock = PartnershipLock::try_take(config, name)?;
     let state = State::open(&config.state)?;
     let mut done = Vec::new();
     for leg in legs(&partnership) {
@@ -205,16 +216,16 @@ async fn run_leg(
     let result = drive(config, partnership, leg, state, session, listen).await;
     match &result {
         Ok(c) => {
-            state.end_session(session, "completed", None, &c.stats)?;
+            state.end_session(session, "completed", None, Some(&c.stats))?;
             state.record_item_errors(&partnership.name, &direction, &c.errors)?;
         }
         Err(e) => {
             let reason = e.to_string();
             let stats = match e {
-                LegError::Failed(f) => f.stats.clone(),
-                _ => Default::default(),
+                LegError::Failed(f) => Some(&f.stats),
+                _ => None,
             };
-            state.end_session(session, "failed", Some(&reason), &stats)?;
+            state.end_session(session, "failed", Some(&reason), stats)?;
         }
     }
     result.map_err(|e| match e {
@@ -292,13 +303,7 @@ async fn drive(
         match conn.recv().await? {
             Some(Message::Progress(progress)) => {
                 state
-                    .record_progress(
-                        session,
-                        &partnership.name,
-                        &direction,
-                        &progress.knowledge,
-                        &progress,
-                    )
+                    .record_progress(session, &partnership.name, &direction, &progress)
                     .map_err(LegError::State)?;
                 shared::failpoint::hit("agent-after-progress");
                 listen(Event::Progress {

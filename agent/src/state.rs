@@ -223,10 +223,9 @@ impl State {
         session: i64,
         partnership: &str,
         direction: &str,
-        knowledge: &Knowledge,
         progress: &shared::protocol::Progress,
     ) -> Result<(), StateError> {
-        let json = serde_json::to_string(knowledge).map_err(|e| StateError::Corrupt {
+        let json = serde_json::to_string(&progress.knowledge).map_err(|e| StateError::Corrupt {
             path: self.path.clone(),
             what: format!("cannot encode knowledge: {e}"),
         })?;
@@ -271,19 +270,34 @@ impl State {
         )
     }
 
-    /// Ends a session record with its result and final counts.
+    /// Ends a session record with its result, and its final counts when the synchronizer sent
+    /// them; without them the counts recorded batch by batch stay.
     pub fn end_session(
         &self,
         session: i64,
         result: &str,
         reason: Option<&str>,
-        stats: &shared::protocol::SessionStats,
+        stats: Option<&shared::protocol::SessionStats>,
     ) -> Result<(), StateError> {
+        let count = |f: fn(&shared::protocol::SessionStats) -> u64| stats.map(|s| f(s) as i64);
         self.sql(
             "cannot record a session",
             self.conn.execute(
-                "UPDATE sessions SET result = ?2, reason = ?3, ended_at = ?4, batches = ?5, sent = ?6, applied = ?7, conflicts = ?8, errors = ?9 WHERE id = ?1",
-                params![session, result, reason, now_ms(), stats.batches as i64, stats.sent as i64, stats.applied as i64, stats.conflicts as i64, stats.errors as i64],
+                "UPDATE sessions SET result = ?2, reason = ?3, ended_at = ?4,
+                   batches = coalesce(?5, batches), sent = coalesce(?6, sent), applied = coalesce(?7, applied),
+                   conflicts = coalesce(?8, conflicts), errors = coalesce(?9, errors)
+                 WHERE id = ?1",
+                params![
+                    session,
+                    result,
+                    reason,
+                    now_ms(),
+                    count(|s| s.batches),
+                    count(|s| s.sent),
+                    count(|s| s.applied),
+                    count(|s| s.conflicts),
+                    count(|s| s.errors)
+                ],
             ),
         )
         .map(|_| ())

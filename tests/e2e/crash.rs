@@ -72,6 +72,18 @@ fn synchronizer_killed_after_an_acknowledged_batch() {
     );
     assert!(!w.agent(&["sync", "ab"]).status.success());
     dying.wait_exit();
+    // The failed session keeps the counts of the three batches whose progress was recorded:
+    // the folder, then 7 + 7 messages.
+    let history = String::from_utf8(w.agent(&["history", "--json"]).stdout).unwrap();
+    let sessions: serde_json::Value = serde_json::from_str(&history).unwrap();
+    assert_eq!(sessions[0]["result"], "failed");
+    assert_eq!(
+        (
+            sessions[0]["batches"].as_i64(),
+            sessions[0]["sent"].as_i64()
+        ),
+        (Some(3), Some(15))
+    );
     a.synchronizer = Some(w.spawn("synchronizer", "a", &[]));
     w.sync_ok("ab");
     assert_eq!(public_rows(&a.app()), public_rows(&b.app()));

@@ -37,7 +37,7 @@ use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use crate::config::{Config, Schedule, EMBEDDED_ORIGIN};
-use crate::session::{legs, sync_partnership, AgentError, Event, Leg, PartnershipLock};
+use crate::session::{legs, sync_locked, AgentError, Event, Leg, PartnershipLock};
 use crate::state::State;
 use schedule::{plan_retry, show, until, Backoff, Jitter, Outcome, Timer};
 use shared::protocol::Completed;
@@ -432,13 +432,11 @@ async fn session_task(
 ) -> Ended {
     let _place = places.acquire_owned().await.ok();
     let started = Instant::now();
-    // A lock held elsewhere is a skipped run, said once at info by the scheduler; checking here
-    // keeps sync_partnership from reporting it as an error. (The lock is let go at once: the
-    // session takes it again; another taker in between makes the session return Busy anyway.)
+    // A lock held elsewhere (an `agent sync` in a shell) is a skipped run, which the scheduler
+    // says once at info; the lock taken here is held for the whole session.
     let result = match PartnershipLock::try_take(&config, &name) {
         Err(e) => Err(e),
         Ok(lock) => {
-            drop(lock);
             info!(partnership = %name, directions = %directions, attempt, "session started");
             let mut listen = |event: Event<'_>| {
                 if let Event::Progress { leg, progress } = event {
@@ -456,7 +454,7 @@ async fn session_task(
                     );
                 }
             };
-            sync_partnership(&config, &name, &mut listen).await
+            sync_locked(&config, &name, &lock, &mut listen).await
         }
     };
     Ended {
