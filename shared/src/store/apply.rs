@@ -121,15 +121,14 @@ impl Store {
         learned: &Knowledge,
         last: bool,
     ) -> Result<ApplyOutcome, StoreError> {
-        let p = self.path.clone();
         self.conn
             .execute_batch("BEGIN IMMEDIATE; UPDATE sync_state SET applying = 1 WHERE id = 1;")
-            .ctx(&p, "cannot begin the import transaction")?;
+            .ctx(&self.path, "cannot begin the import transaction")?;
         match self.apply_in_transaction(session, changes, learned, last) {
             Ok(outcome) => {
                 self.conn
                     .execute_batch("UPDATE sync_state SET applying = 0 WHERE id = 1; COMMIT;")
-                    .ctx(&p, "cannot commit the batch")?;
+                    .ctx(&self.path, "cannot commit the batch")?;
                 Ok(outcome)
             }
             Err(e) => {
@@ -155,7 +154,7 @@ impl Store {
         let mut learned = learned.clone();
 
         for change in changes {
-            self.apply_guarded(session, &known, change, &mut outcome, &mut learned)?;
+            self.apply_guarded(session, &known, change, &mut outcome, &mut learned, false)?;
         }
         // Queued items whose parent arrived in this batch.
         loop {
@@ -165,7 +164,7 @@ impl Store {
                 for v in change.versions() {
                     session.excluded.remove(v);
                 }
-                self.apply_guarded(session, &known, change, &mut outcome, &mut learned)?;
+                self.apply_guarded(session, &known, change, &mut outcome, &mut learned, true)?;
             }
             if session.pending.len() >= before {
                 break;
@@ -197,17 +196,17 @@ impl Store {
         change: ItemChange,
         outcome: &mut ApplyOutcome,
         learned: &mut Knowledge,
+        from_queue: bool,
     ) -> Result<(), StoreError> {
-        let p = self.path.clone();
         self.conn
             .execute_batch("SAVEPOINT item")
-            .ctx(&p, "cannot begin an item")?;
+            .ctx(&self.path, "cannot begin an item")?;
         let mut report = ItemReport::default();
         match self.apply_one(session, known, &change, &mut report) {
             Ok(step) => {
                 self.conn
                     .execute_batch("RELEASE item")
-                    .ctx(&p, "cannot end an item")?;
+                    .ctx(&self.path, "cannot end an item")?;
                 match step {
                     Step::Applied => outcome.applied += 1,
                     Step::Skipped => outcome.skipped += 1,
@@ -222,10 +221,13 @@ impl Store {
                 }
                 session.excluded.extend(report.excluded);
                 outcome.conflicts.extend(report.conflicts);
-                // A queued item applied now: what it carried is learned too.
-                for v in change.versions() {
-                    if session.made_with.contains(v) && !session.excluded.contains(v) {
-                        learned.insert(v);
+                // A queued item applied now: what it carried is learned too (the batch that
+                // brought it learned everything but it).
+                if from_queue {
+                    for v in change.versions() {
+                        if session.made_with.contains(v) && !session.excluded.contains(v) {
+                            learned.insert(v);
+                        }
                     }
                 }
                 Ok(())
@@ -235,7 +237,7 @@ impl Store {
             {
                 self.conn
                     .execute_batch("ROLLBACK TO item; RELEASE item")
-                    .ctx(&p, "cannot undo a failed item")?;
+                    .ctx(&self.path, "cannot undo a failed item")?;
                 session.excluded.extend(change.versions().cloned());
                 outcome.errors.push(ItemError {
                     item: change.id.clone(),
@@ -333,11 +335,10 @@ impl Store {
             ItemKind::Folder => "DELETE FROM folders WHERE id = ?1",
             ItemKind::Message => "DELETE FROM messages WHERE id = ?1",
         };
-        let p = self.path.clone();
         self.conn
             .prepare_cached(table)
             .and_then(|mut s| s.execute([&change.id]))
-            .ctx(&p, "cannot delete an item")?;
+            .ctx(&self.path, "cannot delete an item")?;
         self.write_tombstone(change)?;
         Ok(Step::Applied)
     }
@@ -484,7 +485,6 @@ impl Store {
                 )));
             }
         }
-        let p = self.path.clone();
         match change.kind {
             ItemKind::Folder => {
                 let name = change.units.iter().find_map(|u| match &u.value {
@@ -498,7 +498,7 @@ impl Store {
                          ON CONFLICT(id) DO UPDATE SET parent_id = excluded.parent_id, name = excluded.name",
                     )
                     .and_then(|mut s| s.execute(rusqlite::params![change.id, parent, name.unwrap_or_default()]))
-                    .ctx(&p, "cannot create a folder")?;
+                    .ctx(&self.path, "cannot create a folder")?;
             }
             ItemKind::Message => {
                 self.conn
@@ -511,7 +511,7 @@ impl Store {
                             change.units.iter().find_map(|u| parent_of(&u.value))
                         ])
                     })
-                    .ctx(&p, "cannot create a message")?;
+                    .ctx(&self.path, "cannot create a message")?;
                 for u in &change.units {
                     self.write_unit_value(change, &u.value)?;
                 }
@@ -531,11 +531,11 @@ impl Store {
                     change.created.tick as i64
                 ])
             })
-            .ctx(&p, "cannot record an item")?;
+            .ctx(&self.path, "cannot record an item")?;
         self.conn
             .prepare_cached("DELETE FROM sync_units WHERE item = ?1")
             .and_then(|mut s| s.execute([&change.id]))
-            .ctx(&p, "cannot record an item")?;
+            .ctx(&self.path, "cannot record an item")?;
         for u in &change.units {
             self.write_unit_version(&change.id, u)?;
         }
@@ -547,7 +547,6 @@ impl Store {
         change: &ItemChange,
         value: &UnitValue,
     ) -> Result<(), StoreError> {
-        let p = self.path.clone();
         let id = &change.id;
         let result = match value {
             UnitValue::Name { name } => self
@@ -569,7 +568,7 @@ impl Store {
                     Ok(body) => body,
                     Err(reason) => {
                         return Err(StoreError::Corrupt {
-                            path: p,
+                            path: self.path.clone(),
                             what: format!("message {id}: {reason}"),
                         })
                     }
@@ -600,11 +599,10 @@ impl Store {
                 .and_then(|mut s| s.execute(rusqlite::params![id, folder_id])),
             UnitValue::MessageTombstone | UnitValue::FolderTombstone => Ok(0),
         };
-        result.map(|_| ()).ctx(&p, "cannot write an item")
+        result.map(|_| ()).ctx(&self.path, "cannot write an item")
     }
 
     fn write_unit_version(&mut self, item: &str, u: &UnitState) -> Result<(), StoreError> {
-        let p = self.path.clone();
         let r = self.ensure_index(&u.version.replica)?;
         let unit = u.value.unit();
         self.conn
@@ -623,12 +621,11 @@ impl Store {
                 ])
             })
             .map(|_| ())
-            .ctx(&p, "cannot record a version")
+            .ctx(&self.path, "cannot record a version")
     }
 
     /// Records an item as a tombstone with the incoming deletion version.
     fn write_tombstone(&mut self, change: &ItemChange) -> Result<(), StoreError> {
-        let p = self.path.clone();
         let Some(deletion) = change.units.first() else {
             return Ok(());
         };
@@ -647,11 +644,11 @@ impl Store {
                     change.created.tick as i64
                 ])
             })
-            .ctx(&p, "cannot record a tombstone")?;
+            .ctx(&self.path, "cannot record a tombstone")?;
         self.conn
             .prepare_cached("DELETE FROM sync_units WHERE item = ?1")
             .and_then(|mut s| s.execute([&change.id]))
-            .ctx(&p, "cannot record a tombstone")?;
+            .ctx(&self.path, "cannot record a tombstone")?;
         self.write_unit_version(&change.id, deletion)
     }
 
@@ -659,16 +656,15 @@ impl Store {
     /// beyond its counter (a store restored from a backup hearing of its lost changes) moves the
     /// counter forward, so no tick is ever given out twice.
     fn save_learned(&mut self, learned: &Knowledge) -> Result<(), StoreError> {
-        let p = self.path.clone();
         let json: String = self
             .conn
             .query_row("SELECT knowledge FROM sync_state WHERE id = 1", [], |r| {
                 r.get(0)
             })
-            .ctx(&p, "cannot read knowledge")?;
+            .ctx(&self.path, "cannot read knowledge")?;
         let mut stored: Knowledge =
             serde_json::from_str(&json).map_err(|e| StoreError::Corrupt {
-                path: p.clone(),
+                path: self.path.clone(),
                 what: format!("knowledge is not valid: {e}"),
             })?;
         stored.union_with(learned);
@@ -678,7 +674,7 @@ impl Store {
             .unwrap_or(0);
         stored.set(&self.replica, Default::default());
         let json = serde_json::to_string(&stored).map_err(|e| StoreError::Corrupt {
-            path: p.clone(),
+            path: self.path.clone(),
             what: format!("cannot encode knowledge: {e}"),
         })?;
         self.conn
@@ -687,14 +683,13 @@ impl Store {
             )
             .and_then(|mut s| s.execute(rusqlite::params![json, own_max as i64]))
             .map(|_| ())
-            .ctx(&p, "cannot save knowledge")
+            .ctx(&self.path, "cannot save knowledge")
     }
 
     fn ensure_index(&mut self, replica: &ReplicaId) -> Result<i64, StoreError> {
         if let Some(idx) = self.index_of(replica)? {
             return Ok(idx);
         }
-        let p = self.path.clone();
         let idx: i64 = self
             .conn
             .query_row(
@@ -703,7 +698,7 @@ impl Store {
                 [replica.as_str()],
                 |r| r.get(0),
             )
-            .ctx(&p, "cannot record a replica")?;
+            .ctx(&self.path, "cannot record a replica")?;
         self.by_id.insert(replica.clone(), idx);
         self.by_idx.insert(idx, replica.clone());
         Ok(idx)

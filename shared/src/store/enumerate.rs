@@ -61,17 +61,16 @@ impl Store {
         limit: usize,
         max_bytes: usize,
     ) -> Result<ExportBatch, StoreError> {
-        let p = self.path.clone();
         let limit = limit.max(1);
         // One read transaction per batch: the batch is a consistent snapshot.
         self.conn
             .execute_batch("BEGIN DEFERRED")
-            .ctx(&p, "cannot begin reading")?;
+            .ctx(&self.path, "cannot begin reading")?;
         let result = self.fill_batch(cursor, made_with, dest, limit, max_bytes);
         let end = self
             .conn
             .execute_batch("COMMIT")
-            .ctx(&p, "cannot end reading");
+            .ctx(&self.path, "cannot end reading");
         let batch = result?;
         end?;
         Ok(batch)
@@ -85,7 +84,6 @@ impl Store {
         limit: usize,
         max_bytes: usize,
     ) -> Result<ExportBatch, StoreError> {
-        let p = self.path.clone();
         let replicas: Vec<ReplicaId> = made_with.replicas().cloned().collect();
         let mut batch_phase: Option<Phase> = None;
         let mut table = ReplicaTable::default();
@@ -131,7 +129,7 @@ impl Store {
                     )?
                     .collect()
                 })
-                .ctx(&p, "cannot enumerate changes")?;
+                .ctx(&self.path, "cannot enumerate changes")?;
             let exhausted = (rows.len() as i64) < CHUNK;
             for (item, t) in rows {
                 let t = t.max(0) as u64;

@@ -178,7 +178,6 @@ impl LocalItem {
 impl Store {
     /// The local versions of an item, live or tombstone; `None` if the store never saw it.
     pub fn local_item(&mut self, id: &str) -> Result<Option<LocalItem>, StoreError> {
-        let p = self.path.clone();
         let head: Option<(i64, i64, i64, Option<i64>)> = self
             .conn
             .prepare_cached(
@@ -188,12 +187,12 @@ impl Store {
                 s.query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
                     .optional()
             })
-            .ctx(&p, "cannot read an item's versions")?;
+            .ctx(&self.path, "cannot read an item's versions")?;
         let Some((kind, cr, ct, deleted_at)) = head else {
             return Ok(None);
         };
         let kind = ItemKind::from_code(kind).ok_or_else(|| StoreError::Corrupt {
-            path: p.clone(),
+            path: self.path.clone(),
             what: format!("item {id} has kind {kind}"),
         })?;
         let raw: Vec<(i64, i64, i64, i64)> = self
@@ -203,11 +202,11 @@ impl Store {
                 s.query_map([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
                     .collect()
             })
-            .ctx(&p, "cannot read an item's versions")?;
+            .ctx(&self.path, "cannot read an item's versions")?;
         let mut units = Vec::with_capacity(raw.len());
         for (unit, r, t, at) in raw {
             let unit = Unit::from_code(unit).ok_or_else(|| StoreError::Corrupt {
-                path: p.clone(),
+                path: self.path.clone(),
                 what: format!("item {id} has unit code {unit}"),
             })?;
             units.push((unit, self.version_of(r, t)?, at));
@@ -225,7 +224,6 @@ impl Store {
         let Some(local) = self.local_item(id)? else {
             return Ok(None);
         };
-        let p = self.path.clone();
         let mut units = Vec::with_capacity(local.units.len());
         if local.deleted {
             for (unit, version, at) in local.units {
@@ -252,7 +250,7 @@ impl Store {
                             ])
                         })
                     })
-                    .ctx(&p, "cannot read a folder")?,
+                    .ctx(&self.path, "cannot read a folder")?,
                 ItemKind::Message => self
                     .conn
                     .prepare_cached(
@@ -279,7 +277,7 @@ impl Store {
                             ])
                         })
                     })
-                    .ctx(&p, "cannot read a message")?,
+                    .ctx(&self.path, "cannot read a message")?,
             };
             for value in values {
                 let unit = value.unit();
@@ -288,7 +286,7 @@ impl Store {
                         .unit(unit)
                         .cloned()
                         .ok_or_else(|| StoreError::Corrupt {
-                            path: p.clone(),
+                            path: self.path.clone(),
                             what: format!("item {id} has no version for {unit:?}"),
                         })?;
                 units.push(UnitState { version, at, value });
