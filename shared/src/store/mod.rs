@@ -142,8 +142,18 @@ impl Store {
         Ok(())
     }
 
+    /// Brings the schema up to date. A current store is only read (no write lock: every
+    /// connection opens the store); the version is read again under the write lock, so two
+    /// processes creating one store do not both migrate it.
     fn migrate(&mut self) -> Result<(), StoreError> {
         let p = self.path.clone();
+        let current: i64 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .ctx(&p, "cannot read schema version")?;
+        if current == schema::SCHEMA_VERSION {
+            return Ok(());
+        }
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)

@@ -686,3 +686,17 @@ fn a_child_whose_parent_never_arrives_is_left_out_of_the_knowledge_and_comes_aga
     );
     assert!(public_rows(&app_b).is_empty());
 }
+
+#[test]
+fn opening_a_current_store_takes_no_write_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    drop(Store::open(&path).unwrap());
+    // Another writer holds the write lock, as an import in progress would.
+    let writer = Connection::open(&path).unwrap();
+    writer.execute_batch("BEGIN IMMEDIATE").unwrap();
+    // Waiting for the lock would end in a busy error after the 10 s busy timeout.
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.tick().unwrap(), 0);
+    writer.execute_batch("ROLLBACK").unwrap();
+}
