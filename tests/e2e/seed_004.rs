@@ -117,6 +117,25 @@ fn newer_wins_settles_the_conflict_the_same_way_on_both_stores() {
     a.app()
         .execute("UPDATE folders SET name = 'by A' WHERE id = 'I2'", [])
         .unwrap();
+    // B's edit must be strictly later than A's recorded change time (milliseconds from
+    // julianday, hence one to spare): equal times would be settled by the random replica ids.
+    let a_at: i64 = a
+        .app()
+        .query_row(
+            "SELECT at FROM sync_units WHERE item = 'I2' AND unit = 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let now_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+    };
+    while now_ms() <= a_at + 1 {
+        std::thread::yield_now();
+    }
     b.app()
         .execute(
             "UPDATE folders SET name = 'by B, later' WHERE id = 'I2'",
