@@ -43,7 +43,7 @@ async fn import(
 ) -> Result<(), SessionError> {
     let mut store = tokio::task::block_in_place(|| Store::open(store_path))?;
     accept_hello(conn, Role::Collector, store.replica(), Role::Synchronizer).await?;
-    let begin = match conn.expect("begin_session").await? {
+    let begin = match conn.recv_required("begin_session").await? {
         Message::BeginSession(begin) => begin,
         other => return Err(unexpected("begin_session", &other)),
     };

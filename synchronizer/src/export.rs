@@ -28,7 +28,7 @@ pub async fn serve_agent(
 ) -> Result<(), SessionError> {
     let mut store = tokio::task::block_in_place(|| Store::open(store_path))?;
     accept_hello(agent, Role::Synchronizer, store.replica(), Role::Agent).await?;
-    let request = match agent.expect("sync_request").await? {
+    let request = match agent.recv_required("sync_request").await? {
         Message::SyncRequest(r) => r,
         other => {
             return Err(ProtocolError::Unexpected {
@@ -84,7 +84,7 @@ async fn export(
             rule: request.rule,
         }))
         .await?;
-    let ready = match collector.expect("session_ready").await? {
+    let ready = match collector.recv_required("session_ready").await? {
         Message::SessionReady(ready) => ready,
         other => {
             return Err(ProtocolError::Unexpected {
@@ -146,7 +146,7 @@ async fn export(
                 last: batch.done,
             }))
             .await?;
-        let applied = match collector.expect("batch_applied").await? {
+        let applied = match collector.recv_required("batch_applied").await? {
             Message::BatchApplied(a) if a.seq == seq => a,
             Message::BatchApplied(a) => {
                 return Err(ProtocolError::Malformed(format!(

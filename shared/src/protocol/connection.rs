@@ -42,7 +42,7 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
     }
 
     /// The next message, which must be there: a clean close is an error here.
-    pub async fn expect(&mut self, what: &'static str) -> Result<Message, ProtocolError> {
+    pub async fn recv_required(&mut self, what: &'static str) -> Result<Message, ProtocolError> {
         match self.recv().await? {
             Some(Message::Error(e)) => Err(ProtocolError::Remote {
                 message: e.message,

@@ -55,7 +55,7 @@ pub async fn accept_hello<S: AsyncRead + AsyncWrite>(
     replica: &ReplicaId,
     allowed: Role,
 ) -> Result<(), ProtocolError> {
-    let result = match conn.expect("hello").await {
+    let result = match conn.recv_required("hello").await {
         Ok(Message::Hello(hello)) if hello.protocol != PROTOCOL_VERSION => {
             Err(ProtocolError::VersionMismatch {
                 theirs: hello.protocol,
@@ -96,7 +96,7 @@ pub async fn say_hello<S: AsyncRead + AsyncWrite>(
         role: me,
     }))
     .await?;
-    match conn.expect("welcome").await? {
+    match conn.recv_required("welcome").await? {
         Message::Welcome(w) if w.protocol != PROTOCOL_VERSION => {
             Err(ProtocolError::VersionMismatch {
                 theirs: w.protocol,
