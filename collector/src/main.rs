@@ -34,7 +34,8 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    let stop = shared::shutdown::signal();
     let listener = shared::daemon::bind_for_store("collector", &args.store, &args.socket).await?;
-    collector::serve(listener, args.store, shared::shutdown::signal()).await;
+    collector::serve(listener, args.store, stop).await;
     Ok(())
 }

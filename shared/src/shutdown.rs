@@ -4,19 +4,24 @@
 
 use tokio::sync::watch;
 
-/// Resolves on SIGTERM or SIGINT (or if the signal handlers cannot be installed).
-pub async fn signal() {
+/// Installs the SIGTERM/SIGINT handlers *now* and returns a future that resolves on either (or
+/// at once if they cannot be installed). Call it before binding a socket: a signal sent as soon
+/// as the socket answers must stop the daemon cleanly, not kill it by the default action.
+pub fn signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
+    let handlers = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stopping");
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!(signal = "SIGTERM", "shutting down"),
-        _ = int.recv() => tracing::info!(signal = "SIGINT", "shutting down"),
+    );
+    async move {
+        let (Ok(mut term), Ok(mut int)) = handlers else {
+            tracing::error!("cannot install signal handlers; stopping");
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!(signal = "SIGTERM", "shutting down"),
+            _ = int.recv() => tracing::info!(signal = "SIGINT", "shutting down"),
+        }
     }
 }
 

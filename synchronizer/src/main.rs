@@ -63,8 +63,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let (Some(store), Some(socket)) = (args.store, args.socket) else {
                 anyhow::bail!("--store PATH and --socket PATH are both required to serve (or use `synchronizer info --store PATH`)");
             };
+            let stop = shared::shutdown::signal();
             let listener = shared::daemon::bind_for_store("synchronizer", &store, &socket).await?;
-            synchronizer::serve(listener, store, shared::shutdown::signal()).await;
+            synchronizer::serve(listener, store, stop).await;
             Ok(())
         }
     }
