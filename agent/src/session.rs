@@ -297,6 +297,7 @@ async fn drive(
         state: recorded,
         batch: partnership.batch,
         rule: leg.rule,
+        resolutions: Vec::new(),
     }))
     .await?;
     loop {

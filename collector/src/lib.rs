@@ -47,7 +47,8 @@ async fn import(
         Message::BeginSession(begin) => begin,
         other => return Err(unexpected("begin_session", &other)),
     };
-    let mut session = ImportSession::new(begin.source.clone(), begin.made_with, begin.rule);
+    let mut session = ImportSession::new(begin.source.clone(), begin.made_with, begin.rule)
+        .with_resolutions(begin.resolutions);
     let (knowledge, forgotten) = tokio::task::block_in_place(|| {
         Ok::<_, SessionError>((store.knowledge()?, store.forgotten_knowledge()?))
     })?;

@@ -82,6 +82,7 @@ async fn export(
             source: store.replica().clone(),
             made_with: made_with.clone(),
             rule: request.rule,
+            resolutions: request.resolutions.clone(),
         }))
         .await?;
     let ready = match collector.recv_required("session_ready").await? {

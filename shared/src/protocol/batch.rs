@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::knowledge::{Knowledge, ReplicaId};
 use crate::model::{Change, Phase};
-use crate::store::{ConflictRule, ItemError, ReportedConflict};
+use crate::store::{ConflictRule, ItemError, ReportedConflict, Resolution};
 
 /// synchronizer → collector: a session begins.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -16,6 +16,9 @@ pub struct BeginSession {
     /// The source's knowledge when the session began: what conflict detection compares with.
     pub made_with: Knowledge,
     pub rule: ConflictRule,
+    /// Operators' choices for conflicts deferred earlier; they override `rule` where they apply.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resolutions: Vec<Resolution>,
 }
 
 /// collector → synchronizer: what the destination really knows (seed 004: "Ziel bereitet

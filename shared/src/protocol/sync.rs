@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::knowledge::Knowledge;
 use crate::model::Phase;
-use crate::store::{ConflictRule, ItemError, ReportedConflict};
+use crate::store::{ConflictRule, ItemError, ReportedConflict, Resolution};
 
 /// agent → synchronizer: run one session from this store to the collector at `collector`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,6 +26,10 @@ pub struct SyncRequest {
     pub batch: u32,
     /// How the destination settles conflicts in this session.
     pub rule: ConflictRule,
+    /// Operators' choices for conflicts deferred earlier (`agent resolve`), passed on to the
+    /// collector.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resolutions: Vec<Resolution>,
 }
 
 /// synchronizer → agent: after every batch the collector acknowledged.

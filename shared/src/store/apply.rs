@@ -16,40 +16,14 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::conflict::{
+    label_of, newer, summary, ConflictRule, Outcome, ReportedConflict, Resolution, Resolutions,
+};
 use super::error::SqlContext;
 use super::items::{ItemChange, LocalItem, UnitState};
 use super::{Store, StoreError};
 use crate::knowledge::{Knowledge, ReplicaId, Version};
 use crate::model::{ItemKind, Unit, UnitValue};
-
-/// How a session settles a conflict, seen from the destination that applies the batch.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ConflictRule {
-    /// The incoming change wins.
-    IncomingWins,
-    /// The destination's value stays; it learns the incoming version.
-    LocalWins,
-    /// The change made later wins; ties go the same way on every store (by version).
-    NewerWins,
-    /// Read status: read wins. Every other unit: newer wins. Update vs delete: the update wins.
-    Merge,
-    /// The destination's value stays and the incoming version stays unlearned, so the conflict
-    /// comes again every session until an operator resolves it (seed 004, "Protokollkonflikt").
-    Defer,
-}
-
-/// A conflict met while applying, as reported to the agent.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReportedConflict {
-    pub item: String,
-    pub kind: ItemKind,
-    pub unit: Unit,
-    pub local: Version,
-    pub remote: Version,
-    /// "incoming", "local" or "deferred".
-    pub outcome: String,
-}
 
 /// An item that could not be applied; it stays out of the learned knowledge and comes again.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,7 +52,11 @@ pub struct ImportSession {
     pub source: ReplicaId,
     pub made_with: Knowledge,
     pub rule: ConflictRule,
-    pending: Vec<(ItemChange, String)>,
+    /// Operators' choices for deferred conflicts, overriding `rule` where they apply.
+    resolutions: Resolutions,
+    /// Items waiting for their parent, by id: an item that comes again in a later phase of the
+    /// session waits once.
+    pending: std::collections::BTreeMap<String, (ItemChange, String)>,
     /// Versions kept out of every learned knowledge of this session (looked up per version of
     /// every applied item, hence a set).
     excluded: std::collections::HashSet<Version>,
@@ -90,9 +68,16 @@ impl ImportSession {
             source,
             made_with,
             rule,
-            pending: Vec::new(),
+            resolutions: Resolutions::default(),
+            pending: Default::default(),
             excluded: Default::default(),
         }
+    }
+
+    /// The operators' resolutions this session applies when it meets their conflicts.
+    pub fn with_resolutions(mut self, resolutions: Vec<Resolution>) -> ImportSession {
+        self.resolutions = Resolutions::new(resolutions);
+        self
     }
 }
 
@@ -105,9 +90,9 @@ enum Step {
 }
 
 #[derive(Default)]
-struct ItemReport {
-    conflicts: Vec<ReportedConflict>,
-    excluded: Vec<Version>,
+pub(super) struct ItemReport {
+    pub(super) conflicts: Vec<ReportedConflict>,
+    pub(super) excluded: Vec<Version>,
 }
 
 impl Store {
@@ -160,7 +145,7 @@ impl Store {
         loop {
             let before = session.pending.len();
             let waiting = std::mem::take(&mut session.pending);
-            for (change, _) in waiting {
+            for (_, (change, _)) in waiting {
                 for v in change.versions() {
                     session.excluded.remove(v);
                 }
@@ -171,7 +156,7 @@ impl Store {
             }
         }
         if last {
-            for (change, reason) in session.pending.drain(..) {
+            for (_, (change, reason)) in std::mem::take(&mut session.pending) {
                 outcome.errors.push(ItemError {
                     item: change.id.clone(),
                     reason: format!("{reason}; it comes again next session"),
@@ -212,7 +197,7 @@ impl Store {
                     Step::Skipped => outcome.skipped += 1,
                     Step::Pending(reason) => {
                         session.excluded.extend(change.versions().cloned());
-                        session.pending.push((change, reason));
+                        session.pending.insert(change.id.clone(), (change, reason));
                         return Ok(());
                     }
                 }
@@ -276,7 +261,7 @@ impl Store {
             }
             (true, Some(local)) if local.deleted => Ok(Step::Applied),
             (true, Some(local)) => self.apply_delete(session, change, &local, report),
-            (false, None) => self.create(change),
+            (false, None) => self.create(change, report),
             (false, Some(local)) if local.deleted => {
                 self.apply_over_tombstone(session, change, &local, report)
             }
@@ -301,24 +286,44 @@ impl Store {
             .iter()
             .filter(|(_, v, _)| !session.made_with.contains(v))
             .collect();
-        if let Some(newest) = unseen.iter().max_by_key(|u| (u.2, u.1.clone())) {
-            let delete_wins = match session.rule {
+        if let Some(&(newest_unit, ref newest, newest_at)) =
+            unseen.iter().copied().max_by_key(|u| (u.2, u.1.clone()))
+        {
+            let policy = match session.rule {
                 ConflictRule::IncomingWins => true,
                 ConflictRule::LocalWins | ConflictRule::Merge | ConflictRule::Defer => false,
                 ConflictRule::NewerWins => {
-                    newer((deletion.at, &deletion.version), (newest.2, &newest.1))
+                    newer((deletion.at, &deletion.version), (newest_at, newest))
                 }
             };
-            let deferred = session.rule == ConflictRule::Defer;
+            let unit = deletion.value.unit();
+            let local_versions: Vec<&Version> = unseen.iter().map(|u| &u.1).collect();
+            let (delete_wins, outcome) = session.resolutions.settle(
+                &change.id,
+                unit,
+                &[&deletion.version],
+                &local_versions,
+                session.rule,
+                policy,
+            );
+            let current = self.read_item_change(&change.id)?;
+            let values = current.as_ref().map(|c| &c.units[..]).unwrap_or(&[]);
             report.conflicts.push(ReportedConflict {
                 item: change.id.clone(),
                 kind: change.kind,
-                unit: deletion.value.unit(),
-                local: newest.1.clone(),
+                unit,
+                local: newest.clone(),
                 remote: deletion.version.clone(),
-                outcome: outcome_name(delete_wins, deferred),
+                outcome,
+                label: label_of(values.iter().map(|u| &u.value)).unwrap_or_default(),
+                local_value: values
+                    .iter()
+                    .find(|u| u.value.unit() == newest_unit)
+                    .map(|u| format!("changed: {}", summary(&u.value)))
+                    .unwrap_or_default(),
+                remote_value: summary(&deletion.value),
             });
-            if deferred {
+            if outcome == Outcome::Deferred {
                 report.excluded.push(deletion.version.clone());
             }
             if !delete_wins {
@@ -326,6 +331,24 @@ impl Store {
             }
         }
         if change.kind == ItemKind::Folder && self.folder_has_contents(&change.id)? {
+            if self.holds_unseen_items(&change.id, &session.made_with)? {
+                // A constraint conflict (seed 003): the delete would lose items the deleting
+                // store never saw. The folder stays and comes back there.
+                let restored = self.restore_folder(&change.id)?;
+                let name = self.folder_name(&change.id)?;
+                report.conflicts.push(ReportedConflict {
+                    item: change.id.clone(),
+                    kind: change.kind,
+                    unit: deletion.value.unit(),
+                    local: restored,
+                    remote: deletion.version.clone(),
+                    outcome: Outcome::Restored,
+                    label: name,
+                    local_value: "holds items the deleting store never saw".into(),
+                    remote_value: summary(&deletion.value),
+                });
+                return Ok(Step::Applied);
+            }
             return Ok(Step::Pending(format!(
                 "folder {} still holds items here; its delete waits for theirs",
                 change.id
@@ -352,11 +375,11 @@ impl Store {
         report: &mut ItemReport,
     ) -> Result<Step, StoreError> {
         let Some((unit, deletion, deleted_at)) = local.units.first().cloned() else {
-            return self.create(change);
+            return self.create(change, report);
         };
         if session.made_with.contains(&deletion) {
             // The source knew of the delete and holds the item live: it was brought back there.
-            return self.create(change);
+            return self.create(change, report);
         }
         let newest = change
             .units
@@ -365,25 +388,36 @@ impl Store {
         let Some(newest) = newest else {
             return Ok(Step::Skipped);
         };
-        let update_wins = match session.rule {
+        let policy = match session.rule {
             ConflictRule::IncomingWins | ConflictRule::Merge => true,
             ConflictRule::LocalWins | ConflictRule::Defer => false,
             ConflictRule::NewerWins => newer((newest.at, &newest.version), (deleted_at, &deletion)),
         };
-        let deferred = session.rule == ConflictRule::Defer;
+        let incoming_versions: Vec<&Version> = change.versions().collect();
+        let (update_wins, outcome) = session.resolutions.settle(
+            &change.id,
+            unit,
+            &incoming_versions,
+            &[&deletion],
+            session.rule,
+            policy,
+        );
         report.conflicts.push(ReportedConflict {
             item: change.id.clone(),
             kind: change.kind,
             unit,
             local: deletion,
             remote: newest.version.clone(),
-            outcome: outcome_name(update_wins, deferred),
+            outcome,
+            label: label_of(change.units.iter().map(|u| &u.value)).unwrap_or_default(),
+            local_value: "deleted".into(),
+            remote_value: format!("changed: {}", summary(&newest.value)),
         });
-        if deferred {
+        if outcome == Outcome::Deferred {
             report.excluded.extend(change.versions().cloned());
         }
         if update_wins {
-            self.create(change)
+            self.create(change, report)
         } else {
             Ok(Step::Applied)
         }
@@ -399,6 +433,8 @@ impl Store {
         report: &mut ItemReport,
     ) -> Result<Step, StoreError> {
         let mut take: Vec<&UnitState> = Vec::new();
+        // The destination's values, read at the item's first conflict only.
+        let mut current: Option<ItemChange> = None;
         for incoming in &change.units {
             let unit = incoming.value.unit();
             if known.contains(&incoming.version) {
@@ -416,34 +452,50 @@ impl Store {
                 continue;
             }
             // Neither knows the other's change: a conflict (seed 004, "Konfliktbeispiel").
-            let incoming_wins = match session.rule {
+            if current.is_none() {
+                current = self.read_item_change(&change.id)?;
+            }
+            let values = current.as_ref().map(|c| &c.units[..]).unwrap_or(&[]);
+            let local_value = values.iter().find(|u| u.value.unit() == unit);
+            let incoming_newer =
+                newer((incoming.at, &incoming.version), (local_at, &local_version));
+            if local_value.is_some_and(|l| l.value == incoming.value) {
+                // Both made the same edit: no conflict. The greater version stays everywhere.
+                if incoming_newer {
+                    take.push(incoming);
+                }
+                continue;
+            }
+            let policy = match session.rule {
                 ConflictRule::IncomingWins => true,
                 ConflictRule::LocalWins | ConflictRule::Defer => false,
-                ConflictRule::NewerWins => {
-                    newer((incoming.at, &incoming.version), (local_at, &local_version))
-                }
+                ConflictRule::NewerWins => incoming_newer,
+                // The values differ: read wins over unread; any other unit, newer wins.
                 ConflictRule::Merge => match incoming.value {
-                    UnitValue::Read { is_read } => {
-                        is_read && !self.local_is_read(&change.id)?
-                            || is_read == self.local_is_read(&change.id)?
-                                && newer(
-                                    (incoming.at, &incoming.version),
-                                    (local_at, &local_version),
-                                )
-                    }
-                    _ => newer((incoming.at, &incoming.version), (local_at, &local_version)),
+                    UnitValue::Read { is_read } => is_read,
+                    _ => incoming_newer,
                 },
             };
-            let deferred = session.rule == ConflictRule::Defer;
+            let (incoming_wins, outcome) = session.resolutions.settle(
+                &change.id,
+                unit,
+                &[&incoming.version],
+                &[&local_version],
+                session.rule,
+                policy,
+            );
             report.conflicts.push(ReportedConflict {
                 item: change.id.clone(),
                 kind: change.kind,
                 unit,
                 local: local_version.clone(),
                 remote: incoming.version.clone(),
-                outcome: outcome_name(incoming_wins, deferred),
+                outcome,
+                label: label_of(change.units.iter().map(|u| &u.value)).unwrap_or_default(),
+                local_value: local_value.map(|l| summary(&l.value)).unwrap_or_default(),
+                remote_value: summary(&incoming.value),
             });
-            if deferred {
+            if outcome == Outcome::Deferred {
                 report.excluded.push(incoming.version.clone());
             }
             if incoming_wins {
@@ -453,36 +505,45 @@ impl Store {
         if take.is_empty() {
             return Ok(Step::Skipped);
         }
-        for u in &take {
+        let mut writes = Vec::with_capacity(take.len());
+        for u in take {
             if let Some(parent) = parent_of(&u.value) {
                 if !self.folder_exists(parent)? {
-                    return Ok(Step::Pending(format!(
-                        "{} {} moves into folder {parent}, which has not arrived",
-                        kind_name(change.kind),
-                        change.id
-                    )));
+                    return Ok(Step::Pending(self.missing_parent(
+                        change,
+                        parent,
+                        "moves into",
+                    )?));
                 }
-                if change.kind == ItemKind::Folder && self.is_within(parent, &change.id)? {
-                    return Err(cycle_error(&change.id, parent));
+                if change.kind == ItemKind::Folder
+                    && self.is_within(parent, &change.id)?
+                    && !self.break_cycle(&session.made_with, change, u, parent, report)?
+                {
+                    // The moves in its way were newer: this one loses, and is learned.
+                    continue;
                 }
             }
+            writes.push(u);
         }
-        for u in take {
+        for u in &writes {
             self.write_unit_value(change, &u.value)?;
             self.write_unit_version(&change.id, u)?;
+        }
+        if change.kind == ItemKind::Folder && !writes.is_empty() {
+            self.rename_same_name(&change.id, report)?;
         }
         Ok(Step::Applied)
     }
 
     /// A new item (or one brought back over its tombstone): every unit as it arrives.
-    fn create(&mut self, change: &ItemChange) -> Result<Step, StoreError> {
+    fn create(&mut self, change: &ItemChange, report: &mut ItemReport) -> Result<Step, StoreError> {
         if let Some(parent) = change.units.iter().find_map(|u| parent_of(&u.value)) {
             if !self.folder_exists(parent)? {
-                return Ok(Step::Pending(format!(
-                    "{} {} belongs in folder {parent}, which has not arrived",
-                    kind_name(change.kind),
-                    change.id
-                )));
+                return Ok(Step::Pending(self.missing_parent(
+                    change,
+                    parent,
+                    "belongs in",
+                )?));
             }
         }
         match change.kind {
@@ -538,6 +599,9 @@ impl Store {
             .ctx(&self.path, "cannot record an item")?;
         for u in &change.units {
             self.write_unit_version(&change.id, u)?;
+        }
+        if change.kind == ItemKind::Folder {
+            self.rename_same_name(&change.id, report)?;
         }
         Ok(Step::Applied)
     }
@@ -602,7 +666,11 @@ impl Store {
         result.map(|_| ()).ctx(&self.path, "cannot write an item")
     }
 
-    fn write_unit_version(&mut self, item: &str, u: &UnitState) -> Result<(), StoreError> {
+    pub(super) fn write_unit_version(
+        &mut self,
+        item: &str,
+        u: &UnitState,
+    ) -> Result<(), StoreError> {
         let r = self.ensure_index(&u.version.replica)?;
         let unit = u.value.unit();
         self.conn
@@ -704,7 +772,7 @@ impl Store {
         Ok(idx)
     }
 
-    fn folder_exists(&self, id: &str) -> Result<bool, StoreError> {
+    pub(super) fn folder_exists(&self, id: &str) -> Result<bool, StoreError> {
         self.conn
             .prepare_cached("SELECT 1 FROM folders WHERE id = ?1")
             .and_then(|mut s| s.exists([id]))
@@ -722,7 +790,7 @@ impl Store {
     }
 
     /// Whether `folder` is `ancestor` or lies below it.
-    fn is_within(&self, folder: &str, ancestor: &str) -> Result<bool, StoreError> {
+    pub(super) fn is_within(&self, folder: &str, ancestor: &str) -> Result<bool, StoreError> {
         self.conn
             .prepare_cached(
                 "WITH RECURSIVE up(id) AS (SELECT ?1 UNION SELECT f.parent_id FROM folders f \
@@ -732,32 +800,9 @@ impl Store {
             .and_then(|mut s| s.query_row([folder, ancestor], |r| r.get::<_, bool>(0)))
             .ctx(&self.path, "cannot walk the folder tree")
     }
-
-    fn local_is_read(&self, id: &str) -> Result<bool, StoreError> {
-        self.conn
-            .prepare_cached("SELECT is_read FROM messages WHERE id = ?1")
-            .and_then(|mut s| s.query_row([id], |r| r.get::<_, i64>(0)))
-            .map(|v| v != 0)
-            .ctx(&self.path, "cannot read a message")
-    }
 }
 
-/// Whether change `a` is newer than `b`: later time first, then the greater version, so every
-/// store breaks a tie the same way.
-fn newer(a: (i64, &Version), b: (i64, &Version)) -> bool {
-    (a.0, &a.1.replica, a.1.tick) > (b.0, &b.1.replica, b.1.tick)
-}
-
-fn outcome_name(incoming_wins: bool, deferred: bool) -> String {
-    match (deferred, incoming_wins) {
-        (true, _) => "deferred",
-        (false, true) => "incoming",
-        (false, false) => "local",
-    }
-    .to_string()
-}
-
-fn parent_of(value: &UnitValue) -> Option<&str> {
+pub(super) fn parent_of(value: &UnitValue) -> Option<&str> {
     match value {
         UnitValue::Parent { parent_id } => parent_id.as_deref(),
         UnitValue::Location { folder_id } => Some(folder_id),
@@ -765,19 +810,11 @@ fn parent_of(value: &UnitValue) -> Option<&str> {
     }
 }
 
-fn kind_name(kind: ItemKind) -> &'static str {
+pub(super) fn kind_name(kind: ItemKind) -> &'static str {
     match kind {
         ItemKind::Folder => "folder",
         ItemKind::Message => "message",
     }
-}
-
-/// A move that would make a folder its own ancestor is refused like a constraint an
-/// application's trigger raises: the item fails alone and comes again.
-fn cycle_error(id: &str, parent: &str) -> StoreError {
-    item_refused(format!(
-        "moving folder {id} under {parent} would make a cycle"
-    ))
 }
 
 /// An error that fails one item (a recoverable error, seed 003), not the batch.

@@ -4,9 +4,13 @@
 //! - `schema`: the migrations (tables, indexes, triggers).
 //! - `enumerate`: seed 001's GetChangeBatch — the next batch of changes a knowledge lacks.
 //! - `apply`: seed 003's change applier — import a batch in one transaction with the knowledge.
+//! - `conflict`: seed 004's conflicts — policies, operators' resolutions, what is reported.
+//! - `constraint`: seed 003's constraint conflicts — parent deleted, same name, cycles.
 //! - `items`: reading and writing one item's versions and values (seed 001's GetLocalVersions).
 
 mod apply;
+mod conflict;
+mod constraint;
 mod enumerate;
 mod error;
 mod items;
@@ -18,7 +22,8 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use serde::Serialize;
 
-pub use apply::{ApplyOutcome, ConflictRule, ImportSession, ItemError, ReportedConflict};
+pub use apply::{ApplyOutcome, ImportSession, ItemError};
+pub use conflict::{ConflictRule, Outcome, ReportedConflict, Resolution};
 pub use enumerate::{EnumerationCursor, ExportBatch};
 pub use error::StoreError;
 pub use items::{ItemChange, LocalItem, UnitState};
@@ -346,3 +351,5 @@ impl Store {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_conflicts;

@@ -8,7 +8,7 @@ use super::*;
 use crate::knowledge::Knowledge;
 use crate::store::items::ItemChange;
 
-fn new_store(dir: &tempfile::TempDir, name: &str) -> (Store, Connection) {
+pub(super) fn new_store(dir: &tempfile::TempDir, name: &str) -> (Store, Connection) {
     let path = dir.path().join(name);
     let store = Store::open(&path).unwrap();
     let app = Connection::open(&path).unwrap();
@@ -60,9 +60,26 @@ pub(crate) fn seed_replica_b(app: &Connection) {
 }
 
 /// One in-process session: everything `src` has that `dst` lacks, batch by batch.
-fn sync(src: &mut Store, dst: &mut Store, batch: usize, rule: ConflictRule) -> Vec<ApplyOutcome> {
+pub(super) fn sync(
+    src: &mut Store,
+    dst: &mut Store,
+    batch: usize,
+    rule: ConflictRule,
+) -> Vec<ApplyOutcome> {
+    sync_with(src, dst, batch, rule, Vec::new())
+}
+
+/// [`sync`] with operators' resolutions.
+pub(super) fn sync_with(
+    src: &mut Store,
+    dst: &mut Store,
+    batch: usize,
+    rule: ConflictRule,
+    resolutions: Vec<Resolution>,
+) -> Vec<ApplyOutcome> {
     let made_with = src.knowledge().unwrap();
-    let mut session = ImportSession::new(src.replica().clone(), made_with.clone(), rule);
+    let mut session = ImportSession::new(src.replica().clone(), made_with.clone(), rule)
+        .with_resolutions(resolutions);
     let mut dest = dst.knowledge().unwrap();
     let mut cursor = EnumerationCursor::default();
     let mut outcomes = Vec::new();
@@ -91,7 +108,7 @@ fn sync(src: &mut Store, dst: &mut Store, batch: usize, rule: ConflictRule) -> V
     }
 }
 
-fn public_rows(app: &Connection) -> Vec<String> {
+pub(super) fn public_rows(app: &Connection) -> Vec<String> {
     let mut rows = Vec::new();
     let mut s = app
         .prepare("SELECT id, coalesce(parent_id, '-'), name FROM folders ORDER BY id")
@@ -341,7 +358,7 @@ fn seed_004_conflict_example_is_detected_and_deferred() {
     assert_eq!(conflicts.len(), 1);
     assert_eq!(conflicts[0].item, "I2");
     assert_eq!((conflicts[0].local.tick, conflicts[0].remote.tick), (5, 6));
-    assert_eq!(conflicts[0].outcome, "deferred");
+    assert_eq!(conflicts[0].outcome, crate::store::Outcome::Deferred);
     let name: String = app_b
         .query_row("SELECT name FROM folders WHERE id = 'I2'", [], |r| r.get(0))
         .unwrap();
