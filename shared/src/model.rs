@@ -202,6 +202,21 @@ impl Body {
         }
     }
 
+    /// The value to bind in SQL, borrowed where the wire form is the stored form (text and
+    /// UTF-8 bodies: no copy of the body), or why the base64 is bad.
+    pub fn sql_value(&self) -> Result<rusqlite::types::ToSqlOutput<'_>, String> {
+        use rusqlite::types::{ToSqlOutput, Value, ValueRef};
+        Ok(match self {
+            Body::Text(text) => ToSqlOutput::Borrowed(ValueRef::Text(text.as_bytes())),
+            Body::Utf8(text) => ToSqlOutput::Borrowed(ValueRef::Blob(text.as_bytes())),
+            Body::Base64(b64) => ToSqlOutput::Owned(Value::Blob(
+                base64::engine::general_purpose::STANDARD
+                    .decode(b64.as_bytes())
+                    .map_err(|e| format!("body is not valid base64: {e}"))?,
+            )),
+        })
+    }
+
     /// Its length on the wire, roughly.
     pub fn wire_len(&self) -> usize {
         match self {

@@ -60,6 +60,8 @@ pub struct ImportSession {
     /// Versions kept out of every learned knowledge of this session (looked up per version of
     /// every applied item, hence a set).
     excluded: std::collections::HashSet<Version>,
+    /// Items that failed in this session: an item enumerated again in a later phase fails once.
+    failed: std::collections::HashSet<String>,
 }
 
 impl ImportSession {
@@ -71,6 +73,7 @@ impl ImportSession {
             resolutions: Resolutions::default(),
             pending: Default::default(),
             excluded: Default::default(),
+            failed: Default::default(),
         }
     }
 
@@ -87,6 +90,28 @@ enum Step {
     Skipped,
     /// Waiting for a parent folder (or, for a folder delete, for its contents to go).
     Pending(String),
+}
+
+/// Whether each item runs in its own savepoint. A savepoint costs a copy of every page the item
+/// touches, so a batch is first applied without; only a batch in which an item fails is applied
+/// again, each item in a savepoint, so that the failure stays the item's alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Guard {
+    Optimistic,
+    PerItem,
+}
+
+/// What every item of one batch attempt shares.
+struct ItemContext<'a> {
+    known: &'a Knowledge,
+    outcome: &'a mut ApplyOutcome,
+    learned: &'a mut Knowledge,
+    guard: Guard,
+}
+
+fn is_constraint(e: &StoreError) -> bool {
+    matches!(e, StoreError::Sqlite { source, .. }
+        if source.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation))
 }
 
 #[derive(Default)]
@@ -106,10 +131,33 @@ impl Store {
         learned: &Knowledge,
         last: bool,
     ) -> Result<ApplyOutcome, StoreError> {
+        let saved = (
+            session.pending.clone(),
+            session.excluded.clone(),
+            session.failed.clone(),
+        );
+        match self.apply_attempt(session, &changes, learned, last, Guard::Optimistic) {
+            Err(e) if is_constraint(&e) => {
+                // An item failed: apply the batch again, each item in its own savepoint.
+                (session.pending, session.excluded, session.failed) = saved;
+                self.apply_attempt(session, &changes, learned, last, Guard::PerItem)
+            }
+            result => result,
+        }
+    }
+
+    fn apply_attempt(
+        &mut self,
+        session: &mut ImportSession,
+        changes: &[ItemChange],
+        learned: &Knowledge,
+        last: bool,
+        guard: Guard,
+    ) -> Result<ApplyOutcome, StoreError> {
         self.conn
             .execute_batch("BEGIN IMMEDIATE; UPDATE sync_state SET applying = 1 WHERE id = 1;")
             .ctx(&self.path, "cannot begin the import transaction")?;
-        match self.apply_in_transaction(session, changes, learned, last) {
+        match self.apply_in_transaction(session, changes, learned, last, guard) {
             Ok(outcome) => {
                 self.conn
                     .execute_batch("UPDATE sync_state SET applying = 0 WHERE id = 1; COMMIT;")
@@ -130,26 +178,33 @@ impl Store {
     fn apply_in_transaction(
         &mut self,
         session: &mut ImportSession,
-        changes: Vec<ItemChange>,
+        changes: &[ItemChange],
         learned: &Knowledge,
         last: bool,
+        guard: Guard,
     ) -> Result<ApplyOutcome, StoreError> {
         let known = self.knowledge()?;
         let mut outcome = ApplyOutcome::default();
         let mut learned = learned.clone();
+        let mut item = ItemContext {
+            known: &known,
+            outcome: &mut outcome,
+            learned: &mut learned,
+            guard,
+        };
 
         for change in changes {
-            self.apply_guarded(session, &known, change, &mut outcome, &mut learned, false)?;
+            self.apply_guarded(session, &mut item, change, false)?;
         }
         // Queued items whose parent arrived in this batch.
         loop {
             let before = session.pending.len();
             let waiting = std::mem::take(&mut session.pending);
-            for (_, (change, _)) in waiting {
+            for (change, _) in waiting.values() {
                 for v in change.versions() {
                     session.excluded.remove(v);
                 }
-                self.apply_guarded(session, &known, change, &mut outcome, &mut learned, true)?;
+                self.apply_guarded(session, &mut item, change, true)?;
             }
             if session.pending.len() >= before {
                 break;
@@ -172,59 +227,76 @@ impl Store {
         Ok(outcome)
     }
 
-    /// Applies one item inside a savepoint: a constraint an application's trigger raises fails
-    /// only that item (a recoverable error, seed 003), not the batch.
+    /// Applies one item. With [`Guard::PerItem`] it runs inside a savepoint, so a constraint an
+    /// application's trigger raises fails only that item (a recoverable error, seed 003), not
+    /// the batch; with [`Guard::Optimistic`] such a failure fails the attempt, which
+    /// [`Store::apply_batch`] then repeats per item.
     fn apply_guarded(
         &mut self,
         session: &mut ImportSession,
-        known: &Knowledge,
-        change: ItemChange,
-        outcome: &mut ApplyOutcome,
-        learned: &mut Knowledge,
+        item: &mut ItemContext<'_>,
+        change: &ItemChange,
         from_queue: bool,
     ) -> Result<(), StoreError> {
-        self.conn
-            .execute_batch("SAVEPOINT item")
-            .ctx(&self.path, "cannot begin an item")?;
+        if session.failed.contains(&change.id) {
+            session.excluded.extend(change.versions().cloned());
+            item.outcome.skipped += 1;
+            return Ok(());
+        }
+        let guarded = item.guard == Guard::PerItem;
+        if guarded {
+            self.conn
+                .prepare_cached("SAVEPOINT item")
+                .and_then(|mut s| s.execute([]))
+                .ctx(&self.path, "cannot begin an item")?;
+        }
         let mut report = ItemReport::default();
-        match self.apply_one(session, known, &change, &mut report) {
+        match self.apply_one(session, item.known, change, &mut report) {
             Ok(step) => {
-                self.conn
-                    .execute_batch("RELEASE item")
-                    .ctx(&self.path, "cannot end an item")?;
+                if guarded {
+                    self.conn
+                        .prepare_cached("RELEASE item")
+                        .and_then(|mut s| s.execute([]))
+                        .ctx(&self.path, "cannot end an item")?;
+                }
                 match step {
-                    Step::Applied => outcome.applied += 1,
-                    Step::Skipped => outcome.skipped += 1,
+                    Step::Applied => item.outcome.applied += 1,
+                    Step::Skipped => item.outcome.skipped += 1,
                     Step::Pending(reason) => {
                         session.excluded.extend(change.versions().cloned());
-                        session.pending.insert(change.id.clone(), (change, reason));
+                        session
+                            .pending
+                            .insert(change.id.clone(), (change.clone(), reason));
                         return Ok(());
                     }
                 }
                 for v in &report.excluded {
-                    learned.exclude(v);
+                    item.learned.exclude(v);
                 }
                 session.excluded.extend(report.excluded);
-                outcome.conflicts.extend(report.conflicts);
+                item.outcome.conflicts.extend(report.conflicts);
                 // A queued item applied now: what it carried is learned too (the batch that
                 // brought it learned everything but it).
                 if from_queue {
                     for v in change.versions() {
                         if session.made_with.contains(v) && !session.excluded.contains(v) {
-                            learned.insert(v);
+                            item.learned.insert(v);
                         }
                     }
                 }
                 Ok(())
             }
             Err(StoreError::Sqlite { source, .. })
-                if source.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation) =>
+                if guarded
+                    && source.sqlite_error_code()
+                        == Some(rusqlite::ErrorCode::ConstraintViolation) =>
             {
                 self.conn
                     .execute_batch("ROLLBACK TO item; RELEASE item")
                     .ctx(&self.path, "cannot undo a failed item")?;
                 session.excluded.extend(change.versions().cloned());
-                outcome.errors.push(ItemError {
+                session.failed.insert(change.id.clone());
+                item.outcome.errors.push(ItemError {
                     item: change.id.clone(),
                     reason: source.to_string(),
                 });
@@ -261,7 +333,7 @@ impl Store {
             }
             (true, Some(local)) if local.deleted => Ok(Step::Applied),
             (true, Some(local)) => self.apply_delete(session, change, &local, report),
-            (false, None) => self.create(change, report),
+            (false, None) => self.create(change, true, report),
             (false, Some(local)) if local.deleted => {
                 self.apply_over_tombstone(session, change, &local, report)
             }
@@ -375,11 +447,11 @@ impl Store {
         report: &mut ItemReport,
     ) -> Result<Step, StoreError> {
         let Some((unit, deletion, deleted_at)) = local.units.first().cloned() else {
-            return self.create(change, report);
+            return self.create(change, false, report);
         };
         if session.made_with.contains(&deletion) {
             // The source knew of the delete and holds the item live: it was brought back there.
-            return self.create(change, report);
+            return self.create(change, false, report);
         }
         let newest = change
             .units
@@ -417,7 +489,7 @@ impl Store {
             report.excluded.extend(change.versions().cloned());
         }
         if update_wins {
-            self.create(change, report)
+            self.create(change, false, report)
         } else {
             Ok(Step::Applied)
         }
@@ -536,7 +608,13 @@ impl Store {
     }
 
     /// A new item (or one brought back over its tombstone): every unit as it arrives.
-    fn create(&mut self, change: &ItemChange, report: &mut ItemReport) -> Result<Step, StoreError> {
+    /// `fresh`: the store never saw the item (no versions to replace).
+    fn create(
+        &mut self,
+        change: &ItemChange,
+        fresh: bool,
+        report: &mut ItemReport,
+    ) -> Result<Step, StoreError> {
         if let Some(parent) = change.units.iter().find_map(|u| parent_of(&u.value)) {
             if !self.folder_exists(parent)? {
                 return Ok(Step::Pending(self.missing_parent(
@@ -561,22 +639,7 @@ impl Store {
                     .and_then(|mut s| s.execute(rusqlite::params![change.id, parent, name.unwrap_or_default()]))
                     .ctx(&self.path, "cannot create a folder")?;
             }
-            ItemKind::Message => {
-                self.conn
-                    .prepare_cached(
-                        "INSERT INTO messages (id, folder_id) VALUES (?1, ?2) ON CONFLICT(id) DO NOTHING",
-                    )
-                    .and_then(|mut s| {
-                        s.execute(rusqlite::params![
-                            change.id,
-                            change.units.iter().find_map(|u| parent_of(&u.value))
-                        ])
-                    })
-                    .ctx(&self.path, "cannot create a message")?;
-                for u in &change.units {
-                    self.write_unit_value(change, &u.value)?;
-                }
-            }
+            ItemKind::Message => self.insert_message(change)?,
         }
         let created_r = self.ensure_index(&change.created.replica)?;
         self.conn
@@ -593,10 +656,12 @@ impl Store {
                 ])
             })
             .ctx(&self.path, "cannot record an item")?;
-        self.conn
-            .prepare_cached("DELETE FROM sync_units WHERE item = ?1")
-            .and_then(|mut s| s.execute([&change.id]))
-            .ctx(&self.path, "cannot record an item")?;
+        if !fresh {
+            self.conn
+                .prepare_cached("DELETE FROM sync_units WHERE item = ?1")
+                .and_then(|mut s| s.execute([&change.id]))
+                .ctx(&self.path, "cannot record an item")?;
+        }
         for u in &change.units {
             self.write_unit_version(&change.id, u)?;
         }
@@ -604,6 +669,69 @@ impl Store {
             self.rename_same_name(&change.id, report)?;
         }
         Ok(Step::Applied)
+    }
+
+    /// A message row with all its values in one statement (the import's hot path).
+    fn insert_message(&mut self, change: &ItemChange) -> Result<(), StoreError> {
+        let (mut folder, mut is_read, mut content) = (None, false, None);
+        for u in &change.units {
+            match &u.value {
+                UnitValue::Location { folder_id } => folder = Some(folder_id),
+                UnitValue::Read { is_read: r } => is_read = *r,
+                UnitValue::Content { .. } => content = Some(&u.value),
+                _ => {}
+            }
+        }
+        let Some(UnitValue::Content {
+            subject,
+            sender,
+            received_at,
+            headers,
+            body,
+        }) = content
+        else {
+            return Err(item_refused(format!(
+                "message {} has no content",
+                change.id
+            )));
+        };
+        let body = self.body_value(&change.id, body.as_ref())?;
+        self.conn
+            .prepare_cached(
+                "INSERT INTO messages (id, folder_id, subject, sender, received_at, headers, body, is_read) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+                 ON CONFLICT(id) DO UPDATE SET folder_id = excluded.folder_id, \
+                 subject = excluded.subject, sender = excluded.sender, \
+                 received_at = excluded.received_at, headers = excluded.headers, \
+                 body = excluded.body, is_read = excluded.is_read",
+            )
+            .and_then(|mut s| {
+                s.execute(rusqlite::params![
+                    change.id,
+                    folder,
+                    subject,
+                    sender,
+                    received_at,
+                    headers,
+                    body,
+                    is_read as i64
+                ])
+            })
+            .map(|_| ())
+            .ctx(&self.path, "cannot create a message")
+    }
+
+    fn body_value<'a>(
+        &self,
+        id: &str,
+        body: Option<&'a crate::model::Body>,
+    ) -> Result<Option<rusqlite::types::ToSqlOutput<'a>>, StoreError> {
+        body.map(|b| b.sql_value())
+            .transpose()
+            .map_err(|reason| StoreError::Corrupt {
+                path: self.path.clone(),
+                what: format!("message {id}: {reason}"),
+            })
     }
 
     fn write_unit_value(
@@ -628,15 +756,7 @@ impl Store {
                 headers,
                 body,
             } => {
-                let body = match body.clone().map(|b| b.into_stored()).transpose() {
-                    Ok(body) => body,
-                    Err(reason) => {
-                        return Err(StoreError::Corrupt {
-                            path: self.path.clone(),
-                            what: format!("message {id}: {reason}"),
-                        })
-                    }
-                };
+                let body = self.body_value(id, body.as_ref())?;
                 self.conn
                     .prepare_cached(
                         "UPDATE messages SET subject = ?2, sender = ?3, received_at = ?4, \

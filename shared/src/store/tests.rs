@@ -717,3 +717,49 @@ fn opening_a_current_store_takes_no_write_lock() {
     assert_eq!(store.tick().unwrap(), 0);
     writer.execute_batch("ROLLBACK").unwrap();
 }
+
+#[test]
+fn an_item_an_application_trigger_refuses_fails_alone_and_comes_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut a, app_a) = new_store(&dir, "a.db");
+    let (mut b, app_b) = new_store(&dir, "b.db");
+    app_a
+        .execute_batch(
+            "INSERT INTO folders (id, name) VALUES ('f', 'Inbox');
+             INSERT INTO messages (id, folder_id, subject) VALUES
+               ('m1', 'f', 'fine'), ('m2', 'f', 'forbidden'), ('m3', 'f', 'fine too');",
+        )
+        .unwrap();
+    app_b
+        .execute_batch(
+            "CREATE TRIGGER no_forbidden BEFORE INSERT ON messages WHEN NEW.subject = 'forbidden'
+             BEGIN SELECT RAISE(ABORT, 'no forbidden subjects'); END;",
+        )
+        .unwrap();
+    let out = sync(&mut a, &mut b, 10, ConflictRule::Defer);
+    let errors: Vec<_> = out.iter().flat_map(|o| o.errors.clone()).collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].item, "m2");
+    assert!(
+        errors[0].reason.contains("no forbidden subjects"),
+        "{errors:?}"
+    );
+    let ids: Vec<String> = app_b
+        .prepare("SELECT id FROM messages ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(ids, ["m1", "m3"], "the rest of the batch applies");
+    // The refused item stays out of the knowledge: once the cause is gone it arrives.
+    assert!(!b
+        .knowledge()
+        .unwrap()
+        .is_superset_of(&a.knowledge().unwrap()));
+    app_b.execute_batch("DROP TRIGGER no_forbidden").unwrap();
+    let out = sync(&mut a, &mut b, 10, ConflictRule::Defer);
+    assert!(out.iter().all(|o| o.errors.is_empty()), "{out:?}");
+    assert_eq!(public_rows(&app_a), public_rows(&app_b));
+    assert_eq!(b.knowledge().unwrap(), a.knowledge().unwrap());
+}
