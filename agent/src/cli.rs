@@ -81,7 +81,12 @@ pub async fn run(cli: Cli) -> u8 {
         }
     };
     let result = match cli.command {
-        Command::Run => crate::daemon::run(config).await.map(|_| 0),
+        Command::Run => {
+            let path = cli.config.clone();
+            crate::daemon::run(config, move || load_config(path.as_deref()))
+                .await
+                .map(|_| 0)
+        }
         Command::Sync { name } => sync(&config, &name).await,
         Command::Status { json } => print_status(&config, json),
         Command::State { name, json } => print_state(&config, &name, json),
@@ -167,14 +172,18 @@ async fn sync(config: &Config, name: &str) -> Result<u8, AgentError> {
 
 fn print_status(config: &Config, json: bool) -> Result<u8, AgentError> {
     let state = State::open(&config.state)?;
-    let rows = report::status(config, &state)?;
+    let now = report::Now {
+        ms: crate::state::now_ms(),
+        daemon: crate::lock::DaemonLock::is_held(config),
+    };
+    let rows = report::status(config, &state, now)?;
     if json {
         println!(
             "{}",
             serde_json::to_string_pretty(&rows).unwrap_or_default()
         );
     } else {
-        print!("{}", report::render_status(&rows));
+        print!("{}", report::render_status(&rows, now.ms));
     }
     Ok(0)
 }

@@ -1,6 +1,7 @@
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod lock;
 pub mod report;
 pub mod session;
 pub mod state;

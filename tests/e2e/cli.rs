@@ -111,9 +111,11 @@ fn a_bad_config_names_file_and_line_and_runs_nothing() {
 #[test]
 fn a_session_of_a_partnership_already_running_is_refused() {
     let (w, _a, _b) = world_after_one_session();
+    let locks = w.pair_locks();
+    assert_eq!(locks.len(), 1, "{locks:?}");
     let lock = std::fs::File::options()
         .write(true)
-        .open(w.path("state/locks/ab.lock"))
+        .open(&locks[0])
         .unwrap();
     lock.lock().unwrap();
     let out = w.agent(&["sync", "ab"]);

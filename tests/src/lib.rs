@@ -237,6 +237,16 @@ impl World {
         err
     }
 
+    /// The lock files of pairs of stores that sessions have taken so far (the agent keeps them
+    /// beside the collector sockets, here `run/icsync-locks/`).
+    pub fn pair_locks(&self) -> Vec<PathBuf> {
+        let mut locks: Vec<PathBuf> = std::fs::read_dir(self.path("run/icsync-locks"))
+            .map(|dir| dir.map(|e| e.unwrap().path()).collect())
+            .unwrap_or_default();
+        locks.sort();
+        locks
+    }
+
     /// `synchronizer info --store PATH --json`.
     pub fn info(&self, store: &str) -> serde_json::Value {
         let out = Command::new(bin("synchronizer"))
