@@ -280,6 +280,9 @@ fn state_line(r: &StatusRow, now: i64) -> String {
 }
 
 fn next_run_line(r: &StatusRow, now: i64) -> String {
+    if r.daemon && r.running.is_some() {
+        return "planned when the running session ends".to_string();
+    }
     match (r.daemon, r.next_run_at) {
         (true, Some(at)) => from_now(at, now),
         (true, None) => "none (the cron expression has no further occurrence)".to_string(),
@@ -390,7 +393,141 @@ pub fn render_history(sessions: &[SessionRecord]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::fmt_time;
+    use super::*;
+
+    const NOW: i64 = 1_795_000_000_000;
+
+    fn row(name: &str, state: &str) -> StatusRow {
+        StatusRow {
+            partnership: name.into(),
+            source: "laptop".into(),
+            destination: "server".into(),
+            direction: "both".into(),
+            schedule: "every 5m".into(),
+            state: state.into(),
+            running: None,
+            retry: None,
+            last_result: Some("completed".into()),
+            last_reason: None,
+            last_started_at: Some(NOW - 65_000),
+            last_ended_at: Some(NOW - 63_800),
+            next_run_at: Some(NOW + 235_000),
+            daemon: true,
+            sent: 120,
+            applied: 118,
+            conflicts: 2,
+            errors: 0,
+            open_conflicts: 2,
+            item_errors: 0,
+        }
+    }
+
+    #[test]
+    fn status_in_each_state() {
+        let never = StatusRow {
+            last_result: None,
+            last_started_at: None,
+            last_ended_at: None,
+            next_run_at: None,
+            daemon: false,
+            sent: 0,
+            applied: 0,
+            conflicts: 0,
+            open_conflicts: 0,
+            ..row("never-run", "never run")
+        };
+        let running = StatusRow {
+            running: Some(RunningSession {
+                direction: "laptop->server".into(),
+                phase: Some("contents".into()),
+                started_at: NOW - 2_000,
+                batches: 3,
+                sent: 1500,
+                applied: 1498,
+                conflicts: 1,
+                errors: 0,
+            }),
+            next_run_at: Some(NOW - 2_000),
+            ..row("running", "running")
+        };
+        let starting = StatusRow {
+            running: Some(RunningSession {
+                direction: "server->laptop".into(),
+                phase: None,
+                started_at: NOW,
+                batches: 0,
+                sent: 0,
+                applied: 0,
+                conflicts: 0,
+                errors: 0,
+            }),
+            ..row("starting", "running")
+        };
+        let reason =
+            "retrying (laptop->server): cannot connect to run/server.coll.sock: connection refused";
+        let retrying = StatusRow {
+            retry: Some(Retry {
+                attempt: 3,
+                at: NOW + 40_000,
+                wait_ms: Some(41_000),
+                reason: Some(reason.into()),
+            }),
+            next_run_at: Some(NOW + 40_000),
+            last_result: Some("failed".into()),
+            last_reason: Some(reason.into()),
+            ..row("retrying", "retrying")
+        };
+        let failed = StatusRow {
+            last_result: Some("failed".into()),
+            last_reason: Some("refused: the destination is out of date".into()),
+            item_errors: 1,
+            errors: 1,
+            ..row("failed", "failed")
+        };
+        let cron_without_daemon = StatusRow {
+            schedule: "cron */5 * * * *".into(),
+            daemon: false,
+            direction: "one-way".into(),
+            ..row("cron", "idle")
+        };
+        let rows = [
+            never,
+            row("idle", "idle"),
+            running,
+            starting,
+            retrying,
+            failed,
+            cron_without_daemon,
+        ];
+        insta::assert_snapshot!(render_status(&rows, NOW));
+        assert_eq!(render_status(&[], NOW), "no partnerships configured\n");
+    }
+
+    #[test]
+    fn history_lines() {
+        let session = |id, result: &str, reason: Option<&str>| SessionRecord {
+            id,
+            partnership: "laptop-server".into(),
+            direction: "laptop->server".into(),
+            started_at: NOW + id * 10_000,
+            ended_at: Some(NOW + id * 10_000 + 1200),
+            result: result.into(),
+            reason: reason.map(str::to_string),
+            phase: Some("contents".into()),
+            batches: 2,
+            sent: 7 * id,
+            applied: 7 * id,
+            conflicts: 0,
+            errors: 0,
+        };
+        let sessions = [
+            session(3, "running", None),
+            session(2, "completed", None),
+            session(1, "failed", Some("cannot connect to run/server.coll.sock")),
+        ];
+        insta::assert_snapshot!(render_history(&sessions));
+        assert_eq!(render_history(&[]), "no sessions yet\n");
+    }
 
     #[test]
     fn times_are_utc_calendar_dates() {
