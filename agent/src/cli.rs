@@ -1,5 +1,6 @@
 //! The agent's command line: parsing (clap) and what each command does. Exit codes: 0 success;
-//! 1 a session failed; 2 bad arguments or a bad config; 3 the partnership is busy.
+//! 1 a session failed; 2 bad arguments or a bad config; 3 the stores are busy with another
+//! session (of this agent, an `agent run`, or another agent).
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -8,7 +9,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{Config, EMBEDDED_ORIGIN};
 use crate::report;
-use crate::session::{sync_partnership, AgentError, Event};
+use crate::session::{sync_partnership, AgentError};
 use crate::state::State;
 
 /// The embedded demo config, used when neither --config nor ICSYNC_CONFIG names one.
@@ -18,13 +19,21 @@ pub const DEMO_DIR: &str = "icsync-demo";
 
 /// Schedules sync sessions between information stores and reports on them.
 #[derive(Parser)]
-#[command(name = "agent", version, about)]
+#[command(
+    name = "agent",
+    version,
+    about,
+    after_help = "Exit codes: 0 success; 1 a session failed (one line on stderr says why); \
+                  2 bad arguments or a bad config; 3 the stores are busy with another session.\n\
+                  Logs go to stderr; RUST_LOG filters them (e.g. RUST_LOG=debug, or \
+                  RUST_LOG=agent=debug,info)."
+)]
 pub struct Cli {
     /// The config file (default: $ICSYNC_CONFIG, else the embedded demo config in ./icsync-demo).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, value_name = "PATH")]
     pub config: Option<PathBuf>,
-    /// Log format: text or json.
-    #[arg(long, global = true, default_value = "text")]
+    /// Log format: text or json (one object per line).
+    #[arg(long, global = true, default_value = "text", value_name = "FORMAT")]
     pub log_format: shared::logging::LogFormat,
     #[command(subcommand)]
     pub command: Command,
@@ -33,30 +42,50 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Command {
     /// Run as a daemon: scheduled sessions, retries, spawned processes.
+    ///
+    /// SIGTERM or SIGINT stops it (running sessions end at a batch boundary, spawned processes
+    /// are stopped, exit 0); SIGHUP reads the config again (a bad one is logged and the running
+    /// one kept).
     Run,
-    /// Run one session of a partnership now, in the foreground.
-    Sync { name: String },
-    /// Every partnership: state, last result, counts.
+    /// Run one session of a partnership now, in the foreground, showing its progress.
+    Sync {
+        /// The partnership's name in the config.
+        name: String,
+    },
+    /// Every partnership: state, last run, next run, changes, open conflicts and errors.
     Status {
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// One partnership's sync-state records in full.
     State {
+        /// The partnership's name in the config.
         name: String,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Past sessions, newest first.
     History {
+        /// Only this partnership's sessions.
         name: Option<String>,
-        #[arg(long, default_value_t = 20)]
+        /// At most this many sessions.
+        #[arg(long, default_value_t = 20, value_name = "N")]
         limit: usize,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Check the config without running anything.
     Check,
+    /// Print a shell completion script.
+    ///
+    /// For example `agent completions bash > ~/.local/share/bash-completion/completions/agent`.
+    Completions {
+        /// bash, elvish, fish, powershell or zsh.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Loads the config the command line names.
@@ -73,6 +102,15 @@ pub fn load_config(path: Option<&Path>) -> Result<Config, crate::config::ConfigE
 
 /// Runs a command; returns the exit code.
 pub async fn run(cli: Cli) -> u8 {
+    if let Command::Completions { shell } = cli.command {
+        clap_complete::generate(
+            shell,
+            &mut <Cli as clap::CommandFactory>::command(),
+            "agent",
+            &mut std::io::stdout(),
+        );
+        return 0;
+    }
     let config = match load_config(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
@@ -81,13 +119,19 @@ pub async fn run(cli: Cli) -> u8 {
         }
     };
     let result = match cli.command {
-        Command::Run => crate::daemon::run(config).await.map(|_| 0),
+        Command::Run => {
+            let path = cli.config.clone();
+            crate::daemon::run(config, move || load_config(path.as_deref()))
+                .await
+                .map(|_| 0)
+        }
         Command::Sync { name } => sync(&config, &name).await,
         Command::Status { json } => print_status(&config, json),
         Command::State { name, json } => print_state(&config, &name, json),
         Command::History { name, limit, json } => {
             print_history(&config, name.as_deref(), limit, json)
         }
+        Command::Completions { .. } => Ok(0),
         Command::Check => {
             println!(
                 "{}: ok ({} stores, {} partnerships)",
@@ -112,69 +156,25 @@ pub async fn run(cli: Cli) -> u8 {
 }
 
 async fn sync(config: &Config, name: &str) -> Result<u8, AgentError> {
-    let tty = std::io::stderr().is_terminal();
-    let mut listen = |event: Event<'_>| match event {
-        Event::Started { leg } => eprintln!("{name} {}: started", leg.name()),
-        Event::Progress { leg, progress } => {
-            let s = &progress.stats;
-            let line = format!(
-                "{name} {}: {} batch {}: {} sent, {} applied, {} conflicts, {} errors",
-                leg.name(),
-                progress.phase.name(),
-                s.batches,
-                s.sent,
-                s.applied,
-                s.conflicts,
-                s.errors
-            );
-            if tty {
-                eprint!("\r\x1b[2K{line}");
-            } else {
-                eprintln!("{line}");
-            }
-        }
-        Event::Completed { leg, completed } => {
-            if tty {
-                eprintln!();
-            }
-            let s = &completed.stats;
-            eprintln!(
-                "{name} {}: completed: {} sent, {} applied, {} conflicts, {} errors{}",
-                leg.name(),
-                s.sent,
-                s.applied,
-                s.conflicts,
-                s.errors,
-                if completed.destination_regressed {
-                    " (the destination had lost changes; they were sent again)"
-                } else {
-                    ""
-                }
-            );
-            for e in &completed.errors {
-                eprintln!(
-                    "{name} {}: warning: item {}: {}",
-                    leg.name(),
-                    e.item,
-                    e.reason
-                );
-            }
-        }
-    };
-    sync_partnership(config, name, &mut listen).await?;
+    let mut progress = crate::progress::Progress::new(name, std::io::stderr().is_terminal());
+    sync_partnership(config, name, &mut |event| progress.show(event)).await?;
     Ok(0)
 }
 
 fn print_status(config: &Config, json: bool) -> Result<u8, AgentError> {
     let state = State::open(&config.state)?;
-    let rows = report::status(config, &state)?;
+    let now = report::Now {
+        ms: crate::state::now_ms(),
+        daemon: crate::lock::DaemonLock::is_held(config),
+    };
+    let rows = report::status(config, &state, now)?;
     if json {
         println!(
             "{}",
             serde_json::to_string_pretty(&rows).unwrap_or_default()
         );
     } else {
-        print!("{}", report::render_status(&rows));
+        print!("{}", report::render_status(&rows, now.ms));
     }
     Ok(0)
 }

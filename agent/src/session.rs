@@ -3,11 +3,9 @@
 //! acknowledges after every batch, and record the session's result (seed 000: the agent
 //! "schedules and configures synchronization" and keeps the synchronization state).
 //!
-//! A partnership never runs two sessions at once: a session holds an exclusive lock on a file
-//! beside the state file for its whole length. The lock is the kernel's (`flock`), so a killed
-//! agent never leaves it behind.
+//! Two sessions between the same stores never run at once: a session holds the stores'
+//! [`PairLock`] for its whole length, where every agent sees it (see `lock.rs`).
 
-use std::fs::File;
 use std::path::PathBuf;
 
 use shared::error::SessionError;
@@ -15,10 +13,12 @@ use shared::ipc;
 use shared::protocol::{
     say_hello, Completed, Connection, Message, Progress, ProtocolError, Role, SyncRequest,
 };
+use shared::shutdown::Shutdown;
 use shared::store::ConflictRule;
 use tracing::{info, instrument};
 
 use crate::config::{Config, ConflictPolicy, Direction, Partnership};
+use crate::lock::PairLock;
 use crate::state::{State, StateError};
 
 /// Why a session did not complete.
@@ -42,8 +42,11 @@ pub enum AgentError {
         reason: String,
         retryable: bool,
     },
-    #[error("{partnership}: a session of this partnership is already running")]
-    Busy { partnership: String },
+    #[error(
+        "{partnership}: a session between its stores is already running{}",
+        held_by(holder)
+    )]
+    Busy { partnership: String, holder: String },
     #[error("agent run cannot start: {0}")]
     Startup(String),
     #[error("cannot lock {path}: {source}")]
@@ -52,6 +55,14 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
+}
+
+fn held_by(holder: &str) -> String {
+    if holder.is_empty() {
+        String::new()
+    } else {
+        format!(" ({holder})")
+    }
 }
 
 impl AgentError {
@@ -123,42 +134,7 @@ pub enum Event<'a> {
     },
 }
 
-/// The lock that keeps one partnership to one session at a time.
-pub struct PartnershipLock {
-    _file: File,
-}
-
-impl PartnershipLock {
-    /// Takes the lock or says the partnership is busy.
-    pub fn try_take(config: &Config, partnership: &str) -> Result<PartnershipLock, AgentError> {
-        let dir = config
-            .state
-            .parent()
-            .map(|d| d.join("locks"))
-            .unwrap_or_else(|| PathBuf::from("locks"));
-        let path = dir.join(format!("{partnership}.lock"));
-        let lock_err = |source| AgentError::Lock {
-            path: path.clone(),
-            source,
-        };
-        std::fs::create_dir_all(&dir).map_err(lock_err)?;
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(lock_err)?;
-        match file.try_lock() {
-            Ok(()) => Ok(PartnershipLock { _file: file }),
-            Err(std::fs::TryLockError::WouldBlock) => Err(AgentError::Busy {
-                partnership: partnership.to_string(),
-            }),
-            Err(std::fs::TryLockError::Error(e)) => Err(lock_err(e)),
-        }
-    }
-}
-
-/// Runs one session of `name` now, taking the partnership's lock for its length (`Busy` if
+/// Runs one session of `name` now, taking the lock of its stores for its length (`Busy` if
 /// another session holds it): every direction in order. Stops at the first direction that
 /// fails. Returns each direction's completion.
 pub async fn sync_partnership(
@@ -166,35 +142,34 @@ pub async fn sync_partnership(
     name: &str,
     listen: &mut dyn FnMut(Event<'_>),
 ) -> Result<Vec<(Leg, Completed)>, AgentError> {
-    let lock = PartnershipLock::try_take(config, name)?;
-    sync_locked(config, name, &lock, listen).await
+    let lock = PairLock::try_take(config, name)?;
+    sync_locked(config, name, &lock, None, listen).await
 }
 
-/// [`sync_partnership`] for a caller that already holds the partnership's lock.
-#[instrument(skip(config, _lock, listen), err(level = "debug"))]
+/// [`sync_partnership`] for a caller that already holds the stores' lock. Once `stop` fires the
+/// session ends at the next batch boundary (an acknowledged batch), and no further direction
+/// starts.
+#[instrument(skip(config, _lock, stop, listen), err(level = "debug"))]
 pub async fn sync_locked(
     config: &Config,
     name: &str,
-    _lock: &PartnershipLock,
+    _lock: &PairLock,
+    stop: Option<&Shutdown>,
     listen: &mut dyn FnMut(Event<'_>),
 ) -> Result<Vec<(Leg, Completed)>, AgentError> {
     let partnership = config.partnership(name).map_err(Box::new)?.clone();
     let state = State::open(&config.state)?;
     let mut done = Vec::new();
     for leg in legs(&partnership) {
+        if stop.is_some_and(Shutdown::is_shutdown) {
+            return Err(AgentError::Session {
+                partnership: partnership.name.clone(),
+                direction: leg.name(),
+                source: Box::new(SessionError::Stopped(STOPPED.into())),
+            });
+        }
         listen(Event::Started { leg: &leg });
-        let started = std::time::Instant::now();
-        let completed = run_leg(config, &partnership, &leg, &state, listen).await?;
-        info!(
-            partnership = name,
-            direction = %leg.name(),
-            sent = completed.stats.sent,
-            applied = completed.stats.applied,
-            conflicts = completed.stats.conflicts,
-            errors = completed.stats.errors,
-            ms = started.elapsed().as_millis() as u64,
-            "session completed"
-        );
+        let completed = run_leg(config, &partnership, &leg, &state, stop, listen).await?;
         listen(Event::Completed {
             leg: &leg,
             completed: &completed,
@@ -204,16 +179,24 @@ pub async fn sync_locked(
     Ok(done)
 }
 
+/// Why a session the agent stopped itself ended.
+const STOPPED: &str = "stopped at a batch boundary: the agent is shutting down";
+
+/// One direction: recorded as one session, and logged in one line at its start and one at its
+/// end (partnership, direction, counts, conflicts, duration).
 async fn run_leg(
     config: &Config,
     partnership: &Partnership,
     leg: &Leg,
     state: &State,
+    stop: Option<&Shutdown>,
     listen: &mut dyn FnMut(Event<'_>),
 ) -> Result<Completed, AgentError> {
     let direction = leg.name();
     let session = state.begin_session(&partnership.name, &direction)?;
-    let result = drive(config, partnership, leg, state, session, listen).await;
+    info!(partnership = %partnership.name, direction = %direction, session, "session started");
+    let started = std::time::Instant::now();
+    let result = drive(config, partnership, leg, state, session, stop, listen).await;
     match &result {
         Ok(c) => {
             state.end_session(session, "completed", None, Some(&c.stats))?;
@@ -228,6 +211,23 @@ async fn run_leg(
             state.end_session(session, "failed", Some(&reason), stats)?;
         }
     }
+    let duration_ms = started.elapsed().as_millis() as u64;
+    let counts = state.session(session)?;
+    let count = |f: fn(&crate::state::SessionRecord) -> i64| counts.as_ref().map_or(0, f);
+    info!(
+        partnership = %partnership.name,
+        direction = %direction,
+        session,
+        result = if result.is_ok() { "completed" } else { "failed" },
+        batches = count(|s| s.batches),
+        sent = count(|s| s.sent),
+        applied = count(|s| s.applied),
+        conflicts = count(|s| s.conflicts),
+        errors = count(|s| s.errors),
+        duration_ms,
+        error = result.as_ref().err().map(tracing::field::display),
+        "session ended"
+    );
     result.map_err(|e| match e {
         LegError::Session(source) => AgentError::Session {
             partnership: partnership.name.clone(),
@@ -272,6 +272,7 @@ async fn drive(
     leg: &Leg,
     state: &State,
     session: i64,
+    stop: Option<&Shutdown>,
     listen: &mut dyn FnMut(Event<'_>),
 ) -> Result<Completed, LegError> {
     let (Some(source), Some(destination)) =
@@ -311,6 +312,11 @@ async fn drive(
                     leg,
                     progress: &progress,
                 });
+                if stop.is_some_and(Shutdown::is_shutdown) {
+                    // Dropping the connection tells the synchronizer; what the destination
+                    // committed is in its knowledge, so the next session resumes from there.
+                    return Err(LegError::Session(SessionError::Stopped(STOPPED.into())));
+                }
             }
             Some(Message::Completed(completed)) => return Ok(completed),
             Some(Message::Failed(failed)) => return Err(LegError::Failed(failed)),

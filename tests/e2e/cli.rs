@@ -12,10 +12,10 @@ fn redact(text: &str, w: &World) -> String {
             "[replica]",
         ),
         (
-            r#""(updated_at|started_at|ended_at|last_started_at|last_ended_at)": \d+"#,
+            r#""(updated_at|started_at|ended_at|last_started_at|last_ended_at|next_run_at)": \d+"#,
             "\"$1\": [ms]",
         ),
-        (r"#\d+ ", "#[id] "),
+        (r"#\d+ +", "#[id] "),
         // Knowledge entries are ordered by (random) replica id; `knowledge_by_store` pins them.
         (r#""upto": \d+"#, "\"upto\": [n]"),
     ] {
@@ -60,6 +60,14 @@ fn state_and_status_snapshots() {
         redact(&stdout(&w.agent(&["state", "ab", "--json"])), &w)
     );
     insta::assert_snapshot!("status", redact(&stdout(&w.agent(&["status"])), &w));
+    insta::assert_snapshot!("history", redact(&stdout(&w.agent(&["history"])), &w));
+    insta::assert_snapshot!(
+        "history_json",
+        redact(
+            &stdout(&w.agent(&["history", "ab", "--limit", "1", "--json"])),
+            &w
+        )
+    );
     insta::assert_snapshot!(
         "status_json",
         redact(&stdout(&w.agent(&["status", "--json"])), &w)
@@ -111,9 +119,11 @@ fn a_bad_config_names_file_and_line_and_runs_nothing() {
 #[test]
 fn a_session_of_a_partnership_already_running_is_refused() {
     let (w, _a, _b) = world_after_one_session();
+    let locks = w.pair_locks();
+    assert_eq!(locks.len(), 1, "{locks:?}");
     let lock = std::fs::File::options()
         .write(true)
-        .open(w.path("state/locks/ab.lock"))
+        .open(&locks[0])
         .unwrap();
     lock.lock().unwrap();
     let out = w.agent(&["sync", "ab"]);
@@ -121,4 +131,59 @@ fn a_session_of_a_partnership_already_running_is_refused() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("already running"));
     drop(lock);
     w.sync_ok("ab");
+}
+
+#[test]
+fn agent_sync_shows_plain_progress_lines_off_a_terminal_and_a_spinner_on_one() {
+    let mut w = World::new();
+    let a = w.store("a");
+    let _b = w.store("b");
+    icsync_e2e::fill(&a.app(), "inbox", 12);
+    w.config(&[("ab", "a", "b", "direction = \"one-way\"\nbatch = 5")]);
+
+    // Off a terminal (here a pipe): one plain line per batch.
+    let err = w.sync_ok("ab");
+    assert!(!err.contains('\r') && !err.contains('\x1b'), "{err:?}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.first(), Some(&"ab a->b: started"), "{err}");
+    assert!(
+        lines.contains(&"ab a->b: hierarchy batch 1: 1 sent, 1 applied, 0 conflicts, 0 errors"),
+        "{err}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("ab a->b: contents batch ")),
+        "{err}"
+    );
+    assert_eq!(
+        lines.last(),
+        Some(&"ab a->b: completed: 13 sent, 13 applied, 0 conflicts, 0 errors"),
+        "{err}"
+    );
+
+    // On a terminal (script(1) gives it one): a spinner redrawn in place, then the same result.
+    icsync_e2e::fill(&a.app(), "more", 12);
+    let command = format!(
+        "{} --config {} sync ab",
+        icsync_e2e::bin("agent").display(),
+        w.path("agent.toml").display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{shown}");
+    assert!(shown.contains("\r\x1b[2K"), "redrawn in place: {shown:?}");
+    assert!(shown.contains("ab a->b [0s]"), "{shown:?}");
+    assert!(
+        shown.contains("ab a->b: completed: 13 sent, 13 applied, 0 conflicts, 0 errors"),
+        "{shown:?}"
+    );
+    assert!(
+        !shown.contains("ab a->b: started"),
+        "no plain lines: {shown:?}"
+    );
 }

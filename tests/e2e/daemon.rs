@@ -4,32 +4,12 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use icsync_e2e::{bin, World, DEADLINE};
+use icsync_e2e::{bin, signal, wait_until, World, DEADLINE};
 
 #[test]
 fn agent_run_spawns_the_daemons_syncs_on_schedule_and_stops_cleanly() {
     let w = World::new();
-    std::fs::write(
-        w.path("agent.toml"),
-        r#"state = "state/agent.db"
-[stores.a]
-synchronizer = "run/a.sync.sock"
-collector = "run/a.coll.sock"
-path = "data/a.db"
-spawn = true
-[stores.b]
-synchronizer = "run/b.sync.sock"
-collector = "run/b.coll.sock"
-path = "data/b.db"
-spawn = true
-[[partnerships]]
-name = "ab"
-source = "a"
-destination = "b"
-every = "1s"
-"#,
-    )
-    .unwrap();
+    spawned_config(&w);
     let log = w.path("agent.log");
     let mut agent = Command::new(bin("agent"))
         .arg("--config")
@@ -102,4 +82,167 @@ every = "1s"
             "{s} socket removed"
         );
     }
+}
+
+/// Two stores whose processes the agent spawns, synced both ways every second.
+fn spawned_config(w: &World) {
+    std::fs::write(
+        w.path("agent.toml"),
+        r#"state = "state/agent.db"
+[stores.a]
+synchronizer = "run/a.sync.sock"
+collector = "run/a.coll.sock"
+path = "data/a.db"
+spawn = true
+[stores.b]
+synchronizer = "run/b.sync.sock"
+collector = "run/b.coll.sock"
+path = "data/b.db"
+spawn = true
+[[partnerships]]
+name = "ab"
+source = "a"
+destination = "b"
+every = "1s"
+"#,
+    )
+    .unwrap();
+}
+
+/// The pids of the spawned collector of store `b`, in the order the agent logged starting them.
+fn b_collector_pids(log: &str) -> Vec<u32> {
+    let re = regex_lite::Regex::new(r"started process=b collector pid=(\d+)").unwrap();
+    re.captures_iter(log)
+        .map(|c| c[1].parse().unwrap())
+        .collect()
+}
+
+fn count_in_b(w: &World, subject: &str) -> i64 {
+    rusqlite::Connection::open(w.store_path("b"))
+        .and_then(|b| {
+            b.busy_timeout(Duration::from_secs(10))?;
+            b.query_row(
+                "SELECT count(*) FROM messages WHERE subject = ?1",
+                [subject],
+                |r| r.get::<_, i64>(0),
+            )
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_killed_spawned_collector_is_restarted_and_the_next_session_completes() {
+    let w = World::new();
+    spawned_config(&w);
+    let mut agent = w.agent_run("agent.toml", "agent.log", &[]);
+    let completed = |w: &World| {
+        w.sessions("state/agent.db")
+            .iter()
+            .filter(|s| s.result == "completed")
+            .count()
+    };
+    wait_until(
+        "a first session",
+        || completed(&w) >= 1,
+        || agent.log_text(),
+    );
+    let pids = b_collector_pids(&agent.log_text());
+    assert_eq!(pids.len(), 1, "{}", agent.log_text());
+    signal(pids[0], "KILL");
+    wait_until(
+        "the collector's restart",
+        || b_collector_pids(&agent.log_text()).len() == 2,
+        || agent.log_text(),
+    );
+    let log = agent.log_text();
+    assert!(
+        log.contains("spawned process exited; restarting it process=b collector status=signal: 9"),
+        "{log}"
+    );
+
+    // A change made after the restart arrives: the next session completes.
+    let before = completed(&w);
+    let a = rusqlite::Connection::open(w.store_path("a")).unwrap();
+    a.busy_timeout(Duration::from_secs(10)).unwrap();
+    a.execute_batch(
+        "INSERT INTO folders (id, name) VALUES ('f', 'F');
+         INSERT INTO messages (id, folder_id, subject) VALUES ('m', 'f', 'after the restart');",
+    )
+    .unwrap();
+    wait_until(
+        "the change to reach b",
+        || count_in_b(&w, "after the restart") == 1,
+        || agent.log_text(),
+    );
+    wait_until(
+        "a later completed session",
+        || completed(&w) > before,
+        || agent.log_text(),
+    );
+    assert!(agent.terminate().success(), "{}", agent.log_text());
+}
+
+#[test]
+fn sighup_reloads_the_config_and_a_bad_one_is_logged_and_the_old_kept() {
+    let mut w = World::new();
+    let a = w.store("a");
+    let b = w.store("b");
+    icsync_e2e::fill(&a.app(), "inbox", 2);
+    icsync_e2e::fill(&b.app(), "outbox", 2);
+    let one_way = "direction = \"one-way\"\nevery = \"1h\"";
+    std::fs::write(
+        w.path("agent.toml"),
+        w.config_text("state/agent.db", &[("ab", "a", "b", one_way)]),
+    )
+    .unwrap();
+    let mut agent = w.agent_run("agent.toml", "agent.log", &[]);
+    let ran = |w: &World, name: &str| {
+        w.sessions("state/agent.db")
+            .iter()
+            .any(|s| s.partnership == name && s.result == "completed")
+    };
+    wait_until("ab's first session", || ran(&w, "ab"), || agent.log_text());
+
+    // A partnership added by the new config runs at once.
+    std::fs::write(
+        w.path("agent.toml"),
+        w.config_text(
+            "state/agent.db",
+            &[("ab", "a", "b", one_way), ("ba", "b", "a", one_way)],
+        ),
+    )
+    .unwrap();
+    signal(agent.child.id(), "HUP");
+    wait_until("ba's first session", || ran(&w, "ba"), || agent.log_text());
+    assert!(agent.log_text().contains("config reloaded"));
+
+    // A bad config: logged with its file and line; the daemon goes on with the old one.
+    let bad = w
+        .config_text("state/agent.db", &[("ab", "a", "b", one_way)])
+        .replace("state/agent.db\"\n", "state/agent.db\"\nmax_sessions = 0\n");
+    std::fs::write(w.path("agent.toml"), bad).unwrap();
+    signal(agent.child.id(), "HUP");
+    wait_until(
+        "the refusal",
+        || agent.log_text().contains("config not reloaded"),
+        || agent.log_text(),
+    );
+    let log = agent.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("config not reloaded"))
+        .unwrap();
+    assert!(
+        line.contains("agent.toml:2:") && line.contains("max_sessions"),
+        "{line}"
+    );
+    assert!(agent.is_running());
+    let status = String::from_utf8(w.agent(&["status"]).stdout).unwrap_or_default();
+    // status reads the (now bad) config file: it refuses it too, and exits 2.
+    assert!(status.is_empty());
+    assert!(agent.terminate().success());
+    assert_eq!(
+        icsync_e2e::public_rows(&a.app()),
+        icsync_e2e::public_rows(&b.app())
+    );
 }

@@ -5,6 +5,7 @@
 mod cli;
 mod crash;
 mod daemon;
+mod daemon_sessions;
 mod malformed;
 mod repair;
 mod seed_004;

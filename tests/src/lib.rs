@@ -73,8 +73,13 @@ impl Daemon {
         self.wait_exit()
     }
 
+    /// The log so far, without terminal colour codes.
     pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        regex_lite::Regex::new("\x1b\\[[0-9;]*m")
+            .unwrap()
+            .replace_all(&text, "")
+            .into_owned()
     }
 }
 
@@ -196,22 +201,93 @@ impl World {
     }
 
     /// Writes the agent config: every store made so far, and the given partnerships as
-    /// (name, source, destination, extra TOML lines).
+    /// (name, source, destination, extra TOML lines), each every 5 minutes.
     pub fn config(&self, partnerships: &[(&str, &str, &str, &str)]) -> PathBuf {
-        let mut toml = String::from("state = \"state/agent.db\"\n");
+        let with_schedule: Vec<(&str, &str, &str, String)> = partnerships
+            .iter()
+            .map(|(n, s, d, extra)| (*n, *s, *d, format!("every = \"5m\"\n{extra}")))
+            .collect();
+        let path = self.path("agent.toml");
+        std::fs::write(&path, self.config_text("state/agent.db", &with_schedule)).unwrap();
+        path
+    }
+
+    /// An agent config with its state file at `state`: every store made so far, and the given
+    /// partnerships as (name, source, destination, TOML lines including the schedule).
+    pub fn config_text<S: AsRef<str>>(
+        &self,
+        state: &str,
+        partnerships: &[(&str, &str, &str, S)],
+    ) -> String {
+        let mut toml = format!("state = \"{state}\"\n");
         for s in &self.stores {
             toml.push_str(&format!(
                 "\n[stores.{s}]\nsynchronizer = \"run/{s}.sync.sock\"\ncollector = \"run/{s}.coll.sock\"\n"
             ));
         }
-        for (name, source, destination, extra) in partnerships {
+        for (name, source, destination, lines) in partnerships {
             toml.push_str(&format!(
-                "\n[[partnerships]]\nname = \"{name}\"\nsource = \"{source}\"\ndestination = \"{destination}\"\nevery = \"5m\"\n{extra}\n"
+                "\n[[partnerships]]\nname = \"{name}\"\nsource = \"{source}\"\ndestination = \"{destination}\"\n{}\n",
+                lines.as_ref()
             ));
         }
-        let path = self.path("agent.toml");
-        std::fs::write(&path, toml).unwrap();
-        path
+        toml
+    }
+
+    /// Starts `agent --config CONFIG run` (RUST_LOG=info, plus `args`), its log in `LOG`.
+    /// The returned handle's `socket` is the config file.
+    pub fn agent_run(&self, config: &str, log: &str, args: &[&str]) -> Daemon {
+        let log = self.path(log);
+        let child = Command::new(bin("agent"))
+            .arg("--config")
+            .arg(self.path(config))
+            .args(args)
+            .arg("run")
+            .env_remove("ICSYNC_CONFIG")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Daemon {
+            child,
+            socket: self.path(config),
+            log,
+        }
+    }
+
+    /// The sessions recorded in an agent state file, oldest first (none if it does not exist).
+    pub fn sessions(&self, state: &str) -> Vec<Session> {
+        let path = self.path(state);
+        if !path.exists() {
+            return Vec::new();
+        }
+        let c = Connection::open(path).unwrap();
+        c.busy_timeout(Duration::from_secs(10)).unwrap();
+        let sessions = c
+            .prepare(
+                "SELECT id, partnership, direction, started_at, ended_at, result, coalesce(reason, ''), \
+                 batches, sent, applied FROM sessions ORDER BY id",
+            )
+            .and_then(|mut s| {
+                s.query_map([], |r| {
+                    Ok(Session {
+                        id: r.get(0)?,
+                        partnership: r.get(1)?,
+                        direction: r.get(2)?,
+                        started_at: r.get(3)?,
+                        ended_at: r.get(4)?,
+                        result: r.get(5)?,
+                        reason: r.get(6)?,
+                        batches: r.get(7)?,
+                        sent: r.get(8)?,
+                        applied: r.get(9)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()
+            });
+        // A state file the agent is still creating has no table yet.
+        sessions.unwrap_or_default()
     }
 
     /// Runs `agent --config agent.toml ARGS...` to completion.
@@ -237,6 +313,16 @@ impl World {
         err
     }
 
+    /// The lock files of pairs of stores that sessions have taken so far (the agent keeps them
+    /// beside the collector sockets, here `run/icsync-locks/`).
+    pub fn pair_locks(&self) -> Vec<PathBuf> {
+        let mut locks: Vec<PathBuf> = std::fs::read_dir(self.path("run/icsync-locks"))
+            .map(|dir| dir.map(|e| e.unwrap().path()).collect())
+            .unwrap_or_default();
+        locks.sort();
+        locks
+    }
+
     /// `synchronizer info --store PATH --json`.
     pub fn info(&self, store: &str) -> serde_json::Value {
         let out = Command::new(bin("synchronizer"))
@@ -251,6 +337,66 @@ impl World {
         );
         serde_json::from_slice(&out.stdout).unwrap()
     }
+}
+
+/// A session as an agent's state file records it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Session {
+    pub id: i64,
+    pub partnership: String,
+    pub direction: String,
+    pub started_at: i64,
+    pub ended_at: Option<i64>,
+    pub result: String,
+    pub reason: String,
+    pub batches: i64,
+    pub sent: i64,
+    pub applied: i64,
+}
+
+/// Polls `check` until it holds, failing with `what` (and `context()`, e.g. a log) after
+/// twice [`DEADLINE`].
+pub fn wait_until(what: &str, mut check: impl FnMut() -> bool, context: impl Fn() -> String) {
+    let start = Instant::now();
+    while !check() {
+        assert!(
+            start.elapsed() < DEADLINE * 2,
+            "timed out waiting for {what}:\n{}",
+            context()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sends a signal (`STOP`, `CONT`, `TERM`, `HUP`, `KILL`) to one process.
+pub fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{name} {pid}");
+}
+
+/// Inserts a folder `folder` and `n` messages in it, as an application would, in one
+/// transaction.
+pub fn fill(app: &Connection, folder: &str, n: usize) {
+    app.execute_batch("BEGIN").unwrap();
+    app.execute("INSERT INTO folders (id, name) VALUES (?1, ?1)", [folder])
+        .unwrap();
+    for i in 0..n {
+        app.execute(
+            "INSERT INTO messages (id, folder_id, subject, body) VALUES (?1, ?2, ?3, ?4)",
+            rusqlite::params![
+                format!("{folder}-{i}"),
+                folder,
+                format!("message {i}"),
+                "x".repeat(200)
+            ],
+        )
+        .unwrap();
+    }
+    app.execute_batch("COMMIT").unwrap();
 }
 
 /// Every public row of a store, in a canonical text form, for comparing stores.

@@ -9,16 +9,21 @@ use std::sync::{Arc, Mutex};
 
 use tracing_subscriber::fmt::MakeWriter;
 
+use super::schedule::{until, Timer};
+use super::scheduler::Slot;
 use super::*;
-use crate::session::PartnershipLock;
+use crate::config::Schedule;
+use crate::lock::PairLock;
+use chrono::Local;
+use tokio::time::Instant;
 
 /// Log lines written while a test runs (its runtime is single-threaded, so a thread-local
 /// subscriber sees every task's events).
 #[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
+pub(super) struct Logs(Arc<Mutex<Vec<u8>>>);
 
 impl Logs {
-    fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
+    pub(super) fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
         let logs = Logs::default();
         let subscriber = tracing_subscriber::fmt()
             .with_writer(logs.clone())
@@ -28,16 +33,16 @@ impl Logs {
         (logs.clone(), tracing::subscriber::set_default(subscriber))
     }
 
-    fn text(&self) -> String {
+    pub(super) fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().expect("logs")).into_owned()
     }
 
-    fn count(&self, needle: &str) -> usize {
+    pub(super) fn count(&self, needle: &str) -> usize {
         self.text().matches(needle).count()
     }
 
     /// Resolves once `needle` has been logged `n` times.
-    async fn seen(&self, needle: &str, n: usize) {
+    pub(super) async fn seen(&self, needle: &str, n: usize) {
         while self.count(needle) < n {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -61,7 +66,7 @@ impl<'a> MakeWriter<'a> for Logs {
     }
 }
 
-fn quick() -> Timings {
+pub(super) fn quick() -> Timings {
     Timings {
         ready_timeout: Duration::from_millis(300),
         ready_poll: Duration::from_millis(10),
@@ -75,7 +80,7 @@ fn quick() -> Timings {
 }
 
 /// Two stores whose daemons nobody runs, and one partnership between them.
-fn unserved(dir: &Path, schedule: &str) -> Config {
+pub(super) fn unserved(dir: &Path, schedule: &str) -> Config {
     let text = format!(
         r#"
 state = "state/agent.db"
@@ -96,13 +101,13 @@ direction = "one-way"
     Config::parse(&text, "test.toml", dir).expect("config")
 }
 
-fn history(config: &Config) -> Vec<crate::state::SessionRecord> {
+pub(super) fn history(config: &Config) -> Vec<crate::state::SessionRecord> {
     State::open(&config.state)
         .and_then(|s| s.history(None, 100))
         .unwrap_or_default()
 }
 
-async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
+pub(super) async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(30), f)
         .await
         .unwrap_or_else(|_| panic!("timed out: {what}"))
@@ -123,7 +128,7 @@ async fn an_every_partnership_runs_at_once_and_a_retryable_failure_is_retried_be
     };
     within(
         "two failed sessions",
-        run_with(config.clone(), stop, quick()),
+        run_with(config.clone(), stop, Reload::never(), quick()),
     )
     .await
     .expect("runs");
@@ -144,7 +149,7 @@ async fn an_every_partnership_runs_at_once_and_a_retryable_failure_is_retried_be
 
     let text = logs.text();
     assert!(
-        text.contains("session started partnership=a-b directions=a->b attempt=0"),
+        text.contains("session started partnership=a-b direction=a->b"),
         "{text}"
     );
     assert!(text.contains("attempt=1 retry_in="), "{text}");
@@ -161,7 +166,7 @@ async fn a_partnership_locked_elsewhere_is_skipped_until_its_next_run() {
     let (logs, _guard) = Logs::capture();
     let dir = tempfile::tempdir().expect("tempdir");
     let config = unserved(dir.path(), "every = \"1s\"");
-    let lock = PartnershipLock::try_take(&config, "a-b").expect("lock");
+    let lock = PairLock::try_take(&config, "a-b").expect("lock");
     let watched = config.clone();
     let stop = async {
         logs.seen("already running elsewhere", 1).await;
@@ -173,9 +178,12 @@ async fn a_partnership_locked_elsewhere_is_skipped_until_its_next_run() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     };
-    within("a session after the lock", run_with(config, stop, quick()))
-        .await
-        .expect("runs");
+    within(
+        "a session after the lock",
+        run_with(config, stop, Reload::never(), quick()),
+    )
+    .await
+    .expect("runs");
     let text = logs.text();
     assert!(
         text.contains("INFO") && text.contains("skipping this run"),
@@ -200,14 +208,16 @@ async fn a_failure_retrying_cannot_fix_waits_for_the_next_scheduled_run() {
     let (logs, _guard) = Logs::capture();
     let dir = tempfile::tempdir().expect("tempdir");
     let config = unserved(dir.path(), "every = \"1h\"");
-    let locks = dir.path().join("state/locks");
-    std::fs::create_dir_all(&locks).expect("dir");
     // A directory where the lock file should be: the lock cannot be taken, which is not Busy.
-    std::fs::create_dir_all(locks.join("a-b.lock")).expect("lock dir");
+    let lock = PairLock::path(&config, "a-b").expect("lock path");
+    std::fs::create_dir_all(&lock).expect("lock dir");
     let stop = logs.seen("waiting for the next scheduled run", 1);
-    within("the failure", run_with(config, stop, quick()))
-        .await
-        .expect("runs");
+    within(
+        "the failure",
+        run_with(config, stop, Reload::never(), quick()),
+    )
+    .await
+    .expect("runs");
     let text = logs.text();
     let line = text
         .lines()
@@ -226,9 +236,12 @@ async fn a_cron_partnership_waits_for_its_time() {
     // Midnight on the 31st of February: a valid expression that never comes.
     let config = unserved(dir.path(), "cron = \"0 0 31 2 *\"");
     let stop = logs.seen("scheduled", 1);
-    within("scheduled", run_with(config.clone(), stop, quick()))
-        .await
-        .expect("runs");
+    within(
+        "scheduled",
+        run_with(config.clone(), stop, Reload::never(), quick()),
+    )
+    .await
+    .expect("runs");
     assert!(history(&config).is_empty());
     let text = logs.text();
     assert!(text.contains("schedule=cron 0 0 31 2 *"), "{text}");
@@ -240,16 +253,15 @@ fn a_cron_slot_moves_past_its_occurrence_but_keeps_it_for_an_early_retry() {
     let now = Instant::now();
     let wall = Local::now();
     let occurrence = timer.next_occurrence(&wall);
+    let p = unserved(Path::new("/"), "cron = \"* * * * *\"")
+        .partnerships
+        .remove(0);
     let mut slot = Slot {
-        name: "p".into(),
-        directions: "a->b".into(),
         timer,
         scheduled: occurrence.map(|o| now + until(&wall, &o)),
         occurrence,
-        retry_at: None,
         attempt: 1,
-        running: false,
-        ran_for_schedule: false,
+        ..Slot::new(&p, now).expect("slot")
     };
     // An early retry ended: the scheduled run stays where it was.
     let before = slot.scheduled;
@@ -297,7 +309,7 @@ collector_bin = "/bin/sh"
         logs.seen("spawned process not ready yet", 2).await;
         logs.seen("spawned process exited; restarting it", 6).await;
     };
-    within("restarts", run_with(config, stop, quick()))
+    within("restarts", run_with(config, stop, Reload::never(), quick()))
         .await
         .expect("runs");
     assert!(dir.path().join("data").is_dir());
@@ -327,7 +339,7 @@ synchronizer_bin = "bin/nope"
     let config = Config::parse(text, "test.toml", dir.path()).expect("config");
     let err = within(
         "the error",
-        run_with(config, std::future::pending(), quick()),
+        run_with(config, std::future::pending(), Reload::never(), quick()),
     )
     .await
     .expect_err("refused");
@@ -345,7 +357,7 @@ async fn stop_before_anything_is_ready_returns_at_once() {
     let config = unserved(dir.path(), "every = \"1h\"");
     let mut timings = quick();
     timings.ready_timeout = Duration::from_secs(3600);
-    within("stop", run_with(config, async {}, timings))
+    within("stop", run_with(config, async {}, Reload::never(), timings))
         .await
         .expect("stops");
 }

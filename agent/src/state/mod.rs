@@ -23,44 +23,11 @@ pub enum StateError {
     Corrupt { path: PathBuf, what: String },
 }
 
-const MIGRATIONS: &[&str] = &[r#"
-CREATE TABLE sync_state (
-    partnership TEXT NOT NULL,
-    direction   TEXT NOT NULL,              -- "source->destination", the stores' config names
-    knowledge   TEXT NOT NULL,              -- destination knowledge last acknowledged (JSON)
-    updated_at  INTEGER NOT NULL,           -- unix ms
-    PRIMARY KEY (partnership, direction)
-);
-CREATE TABLE sessions (
-    id          INTEGER PRIMARY KEY,
-    partnership TEXT NOT NULL,
-    direction   TEXT NOT NULL,
-    started_at  INTEGER NOT NULL,
-    ended_at    INTEGER,
-    result      TEXT NOT NULL,              -- running | completed | failed
-    reason      TEXT,
-    phase       TEXT,
-    batches     INTEGER NOT NULL DEFAULT 0,
-    sent        INTEGER NOT NULL DEFAULT 0,
-    applied     INTEGER NOT NULL DEFAULT 0,
-    conflicts   INTEGER NOT NULL DEFAULT 0,
-    errors      INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX sessions_by_partnership ON sessions (partnership, id);
-CREATE TABLE replicas (
-    store       TEXT PRIMARY KEY,           -- the store's name in the config
-    replica     TEXT NOT NULL,              -- its replica id, as its synchronizer says
-    seen_at     INTEGER NOT NULL
-);
-CREATE TABLE item_errors (
-    partnership TEXT NOT NULL,
-    direction   TEXT NOT NULL,
-    item        TEXT NOT NULL,
-    reason      TEXT NOT NULL,
-    seen_at     INTEGER NOT NULL,
-    PRIMARY KEY (partnership, direction, item)
-);
-"#];
+mod plan;
+mod schema;
+
+pub use plan::PlannedRun;
+use schema::MIGRATIONS;
 
 /// One session as recorded.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -385,6 +352,20 @@ impl State {
         Ok(named)
     }
 
+    /// One session's record.
+    pub fn session(&self, id: i64) -> Result<Option<SessionRecord>, StateError> {
+        self.sql(
+            "cannot read a session",
+            self.conn
+                .query_row(
+                    &format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?1"),
+                    [id],
+                    session_record,
+                )
+                .optional(),
+        )
+    }
+
     /// Past sessions, newest first.
     pub fn history(
         &self,
@@ -394,30 +375,35 @@ impl State {
         self.sql(
             "cannot read the history",
             self.conn
-                .prepare(
-                    "SELECT id, partnership, direction, started_at, ended_at, result, reason, phase, batches, sent, applied, conflicts, errors
-                     FROM sessions WHERE ?1 IS NULL OR partnership = ?1 ORDER BY id DESC LIMIT ?2",
-                )
+                .prepare(&format!(
+                    "SELECT {SESSION_COLUMNS} FROM sessions
+                         WHERE ?1 IS NULL OR partnership = ?1 ORDER BY id DESC LIMIT ?2"
+                ))
                 .and_then(|mut s| {
-                    s.query_map(params![partnership, limit as i64], |r| {
-                        Ok(SessionRecord {
-                            id: r.get(0)?,
-                            partnership: r.get(1)?,
-                            direction: r.get(2)?,
-                            started_at: r.get(3)?,
-                            ended_at: r.get(4)?,
-                            result: r.get(5)?,
-                            reason: r.get(6)?,
-                            phase: r.get(7)?,
-                            batches: r.get(8)?,
-                            sent: r.get(9)?,
-                            applied: r.get(10)?,
-                            conflicts: r.get(11)?,
-                            errors: r.get(12)?,
-                        })
-                    })?
-                    .collect()
+                    s.query_map(params![partnership, limit as i64], session_record)?
+                        .collect()
                 }),
         )
     }
+}
+
+const SESSION_COLUMNS: &str = "id, partnership, direction, started_at, ended_at, result, reason, \
+     phase, batches, sent, applied, conflicts, errors";
+
+fn session_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRecord> {
+    Ok(SessionRecord {
+        id: r.get(0)?,
+        partnership: r.get(1)?,
+        direction: r.get(2)?,
+        started_at: r.get(3)?,
+        ended_at: r.get(4)?,
+        result: r.get(5)?,
+        reason: r.get(6)?,
+        phase: r.get(7)?,
+        batches: r.get(8)?,
+        sent: r.get(9)?,
+        applied: r.get(10)?,
+        conflicts: r.get(11)?,
+        errors: r.get(12)?,
+    })
 }
