@@ -7,13 +7,19 @@
 //! - `conflict`: seed 004's conflicts — policies, operators' resolutions, what is reported.
 //! - `constraint`: seed 003's constraint conflicts — parent deleted, same name, cycles.
 //! - `items`: reading and writing one item's versions and values (seed 001's GetLocalVersions).
+//! - `cleanup`: seed 001's CleanupDeletedItems — old tombstones become forgotten knowledge.
+//! - `full`: seed 001's full enumeration of an out-of-date destination, source and destination.
+//! - `limits`: per-store caps on what is applied (the body size cap).
 
 mod apply;
+mod cleanup;
 mod conflict;
 mod constraint;
 mod enumerate;
 mod error;
+mod full;
 mod items;
+mod limits;
 pub mod schema;
 
 use std::collections::HashMap;
@@ -23,10 +29,13 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use serde::Serialize;
 
 pub use apply::{ApplyOutcome, ImportSession, ItemError};
+pub use cleanup::{CleanupReport, Retention};
 pub use conflict::{ConflictRule, Outcome, ReportedConflict, Resolution};
 pub use enumerate::{EnumerationCursor, ExportBatch};
 pub use error::StoreError;
+pub use full::{FullBatch, FullPosition, FullRange};
 pub use items::{ItemChange, LocalItem, UnitState};
+pub use limits::{body_size, human_size};
 
 use crate::knowledge::{Knowledge, ReplicaId, Version};
 use error::SqlContext;
