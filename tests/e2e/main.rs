@@ -7,6 +7,7 @@ mod crash;
 mod daemon;
 mod malformed;
 mod repair;
+mod retention;
 mod seed_004;
 mod sockets;
 mod two_way;

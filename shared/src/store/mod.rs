@@ -359,6 +359,8 @@ impl Store {
 }
 
 #[cfg(test)]
+mod retention_tests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_conflicts;
