@@ -4,8 +4,10 @@
 //! successfully synchronized"; seed 003 for how a batch is applied).
 //!
 //! [`serve`] takes a bound listener and a shutdown future, so tests run it on a temporary socket
-//! and stop it cleanly; `main` passes SIGTERM/SIGINT.
+//! and stop it cleanly; `main` passes SIGTERM/SIGINT. A session is incremental, or a full
+//! enumeration (seed 001) when its batches carry an id range (`full`).
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 
@@ -15,21 +17,33 @@ use shared::protocol::{
     accept_hello, BatchApplied, Connection, Message, ProtocolError, Role, SessionReady,
 };
 use shared::shutdown::Shutdown;
-use shared::store::{ImportSession, ItemChange, Store};
+use shared::store::{FullPosition, ImportSession, ItemChange, Store};
 use tracing::{info, instrument};
 
+/// The store's own limits on what it applies.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ImportLimits {
+    /// A message whose body is larger is not applied (an item error; config `max_body_bytes`).
+    pub max_body_bytes: Option<u64>,
+}
+
 /// Serves imports into the store at `store` until `stop` resolves.
-pub async fn serve(listener: SocketListener, store: PathBuf, stop: impl Future<Output = ()>) {
+pub async fn serve(
+    listener: SocketListener,
+    store: PathBuf,
+    limits: ImportLimits,
+    stop: impl Future<Output = ()>,
+) {
     shared::daemon::serve(listener, stop, move |stream, shutdown| {
         let store = store.clone();
-        async move { handle(stream, store, shutdown).await }
+        async move { handle(stream, store, limits, shutdown).await }
     })
     .await
 }
 
-async fn handle(stream: LocalStream, store: PathBuf, shutdown: Shutdown) {
+async fn handle(stream: LocalStream, store: PathBuf, limits: ImportLimits, shutdown: Shutdown) {
     let mut conn = Connection::new(stream);
-    if let Err(error) = import(&mut conn, &store, shutdown).await {
+    if let Err(error) = import(&mut conn, &store, limits, shutdown).await {
         shared::daemon::report_failure(&mut conn, &error, "import").await;
     }
 }
@@ -39,6 +53,7 @@ async fn handle(stream: LocalStream, store: PathBuf, shutdown: Shutdown) {
 async fn import(
     conn: &mut Connection<LocalStream>,
     store_path: &Path,
+    limits: ImportLimits,
     mut shutdown: Shutdown,
 ) -> Result<(), SessionError> {
     let mut store = tokio::task::block_in_place(|| Store::open(store_path))?;
@@ -49,13 +64,20 @@ async fn import(
     };
     let mut session = ImportSession::new(begin.source.clone(), begin.made_with, begin.rule)
         .with_resolutions(begin.resolutions);
-    let (knowledge, forgotten) = tokio::task::block_in_place(|| {
-        Ok::<_, SessionError>((store.knowledge()?, store.forgotten_knowledge()?))
+    let (knowledge, forgotten, resume) = tokio::task::block_in_place(|| {
+        Ok::<_, SessionError>((
+            store.knowledge()?,
+            store.forgotten_knowledge()?,
+            store.full_position(&begin.source)?,
+        ))
     })?;
+    // Where the next full-enumeration batch must start.
+    let mut full_at = resume.clone().unwrap_or_else(FullPosition::start);
     conn.send(&Message::SessionReady(SessionReady {
         replica: store.replica().clone(),
         knowledge,
         forgotten,
+        resume,
     }))
     .await?;
     info!(source = %begin.source, rule = ?begin.rule, "session begins");
@@ -88,10 +110,39 @@ async fn import(
             .map(|c| ItemChange::from_wire(c, &batch.replicas))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| ProtocolError::Malformed(format!("change batch {}: {e}", batch.seq)))?;
+        if let Some(range) = &batch.full {
+            range.check(&full_at, &changes, batch.last).map_err(|e| {
+                ProtocolError::Malformed(format!("change batch {}: {e}", batch.seq))
+            })?;
+        }
         let count = changes.len();
+        let carried: HashSet<String> = match &batch.full {
+            Some(_) => changes.iter().map(|c| c.id.clone()).collect(),
+            None => HashSet::new(),
+        };
         let outcome = tokio::task::block_in_place(|| {
-            store.apply_batch(&mut session, changes, &batch.learned, batch.last)
+            let (changes, refused) = match limits.max_body_bytes {
+                Some(cap) => store.refuse_large_bodies(&mut session, changes, cap)?,
+                None => (changes, Vec::new()),
+            };
+            let mut outcome = match &batch.full {
+                Some(range) => store.apply_full_batch(
+                    &mut session,
+                    changes,
+                    &carried,
+                    &batch.learned,
+                    batch.last,
+                    range,
+                )?,
+                None => store.apply_batch(&mut session, changes, &batch.learned, batch.last)?,
+            };
+            outcome.errors.extend(refused);
+            Ok::<_, SessionError>(outcome)
         })?;
+        if let Some(next) = batch.full.as_ref().and_then(|r| r.next()) {
+            full_at = next;
+        }
+
         info!(
             seq = batch.seq,
             phase = batch.phase.name(),
@@ -99,6 +150,7 @@ async fn import(
             applied = outcome.applied,
             conflicts = outcome.conflicts.len(),
             errors = outcome.errors.len(),
+            full = batch.full.is_some(),
             "batch committed"
         );
         shared::failpoint::hit("collector-after-commit");

@@ -15,6 +15,15 @@ struct Args {
     /// The local socket to listen on (made owner-only).
     #[arg(long)]
     socket: PathBuf,
+    /// Remove tombstones older than this (config key `retention`): a number and s, m, h or d,
+    /// e.g. 30d. Cleanup runs at start and then every tenth of it (at most hourly). Without it,
+    /// tombstones are kept for ever.
+    #[arg(long)]
+    retention: Option<shared::store::Retention>,
+    /// Do not apply a message whose body is larger than this many bytes (config key
+    /// `max_body_bytes`): it is reported as an item error and comes again next session.
+    #[arg(long)]
+    max_body_bytes: Option<u64>,
     /// Log format.
     #[arg(long, default_value = "text")]
     log_format: shared::logging::LogFormat,
@@ -35,7 +44,14 @@ async fn main() -> ExitCode {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let stop = shared::shutdown::signal();
+    let cleanup = shared::daemon::start_cleanup("collector", &args.store, args.retention).await?;
     let listener = shared::daemon::bind_for_store("collector", &args.store, &args.socket).await?;
-    collector::serve(listener, args.store, stop).await;
+    let limits = collector::ImportLimits {
+        max_body_bytes: args.max_body_bytes,
+    };
+    collector::serve(listener, args.store, limits, stop).await;
+    if let Some(task) = cleanup {
+        task.abort();
+    }
     Ok(())
 }

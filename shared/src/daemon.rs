@@ -75,3 +75,58 @@ pub async fn report_failure<S: tokio::io::AsyncRead + tokio::io::AsyncWrite>(
     let message = error.to_string();
     crate::protocol::refuse_with(conn, &message, error.is_retryable()).await;
 }
+
+/// With a retention: runs the first tombstone cleanup now, before the daemon binds its socket
+/// (a bad store is refused here), and schedules the rest. The caller aborts the task on exit.
+pub async fn start_cleanup(
+    role: &'static str,
+    store: &std::path::Path,
+    retention: Option<crate::store::Retention>,
+) -> Result<Option<tokio::task::JoinHandle<()>>, crate::error::SessionError> {
+    let Some(retention) = retention else {
+        return Ok(None);
+    };
+    crate::store::Store::open(store)?;
+    cleanup_once(role, store, retention).await;
+    Ok(Some(tokio::spawn(cleanup_schedule(
+        role,
+        store.to_path_buf(),
+        retention,
+    ))))
+}
+
+/// Runs tombstone cleanup (seed 001, CleanupDeletedItems) on `store` every
+/// `retention.interval()`, for ever: the daemon drops the task when it stops. A cleanup is one
+/// index probe when nothing is old enough, so running it often costs nothing. Both daemons run
+/// it; the cleanup transaction makes two runs at once harmless.
+pub async fn cleanup_schedule(
+    role: &'static str,
+    store: std::path::PathBuf,
+    retention: crate::store::Retention,
+) {
+    loop {
+        tokio::time::sleep(retention.interval()).await;
+        cleanup_once(role, &store, retention).await;
+    }
+}
+
+/// One cleanup, logged; a failure is logged and left for the next run.
+pub async fn cleanup_once(
+    role: &'static str,
+    store: &std::path::Path,
+    retention: crate::store::Retention,
+) {
+    let path = store.to_path_buf();
+    let result = tokio::task::spawn_blocking(move || {
+        crate::store::Store::open(&path)?.cleanup_tombstones(retention)
+    })
+    .await;
+    match result {
+        Ok(Ok(report)) if report.removed > 0 => {
+            tracing::info!(role, removed = report.removed, %retention, forgotten = %report.forgotten, "tombstone cleanup")
+        }
+        Ok(Ok(_)) => tracing::debug!(role, %retention, "tombstone cleanup: nothing old enough"),
+        Ok(Err(error)) => tracing::warn!(role, %error, "tombstone cleanup failed"),
+        Err(error) => tracing::warn!(role, %error, "tombstone cleanup task failed"),
+    }
+}

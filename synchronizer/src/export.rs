@@ -1,6 +1,10 @@
 //! One export session (seed 004's synchronization flow, source side): the collector states what
 //! the destination knows, the source enumerates what it lacks (seed 001), sends it in batches in
 //! seed 002's phase order, and moves on only after each batch's success message.
+//!
+//! A destination that lacks part of the source's forgotten knowledge is out of date (seed 001):
+//! it may hold items whose deletes the source has forgotten. It gets a full enumeration
+//! instead, continuing where an interrupted one stopped (`session_ready.resume`).
 
 use std::path::Path;
 
@@ -12,7 +16,9 @@ use shared::protocol::{
     Progress, ProtocolError, Role, SessionStats, SyncRequest,
 };
 use shared::shutdown::Shutdown;
-use shared::store::{EnumerationCursor, ItemError, ReportedConflict, Store};
+use shared::store::{
+    EnumerationCursor, ExportBatch, FullPosition, FullRange, ItemError, ReportedConflict, Store,
+};
 use tracing::{info, instrument, warn};
 
 /// Most bytes of item values in one batch, well under the frame cap.
@@ -104,17 +110,21 @@ async fn export(
     if regressed {
         warn!(destination = %ready.replica, "destination knows less than the agent recorded; sending what it lost");
     }
-    if !ready.knowledge.is_superset_of(&forgotten) {
-        return Err(SessionError::Refused(format!(
-            "destination {} is out of date (it lacks forgotten knowledge {forgotten}); \
-             full enumeration is required and not available in this version",
-            ready.replica
-        )));
-    }
-    info!(source = %store.replica(), destination = %ready.replica, made_with = %made_with, destination_knows = %ready.knowledge, "session begins");
+    let mut mode = if ready.knowledge.is_superset_of(&forgotten) {
+        Mode::Incremental(EnumerationCursor::default())
+    } else {
+        info!(
+            destination = %ready.replica,
+            lacks = %forgotten.difference(&ready.knowledge),
+            resume = ?ready.resume,
+            "destination is out of date: full enumeration"
+        );
+        Mode::Full(ready.resume.clone().unwrap_or_else(FullPosition::start))
+    };
+    let full = matches!(mode, Mode::Full(_));
+    info!(source = %store.replica(), destination = %ready.replica, made_with = %made_with, destination_knows = %ready.knowledge, full, "session begins");
 
     let mut dest: Knowledge = ready.knowledge;
-    let mut cursor = EnumerationCursor::default();
     let mut conflicts: Vec<ReportedConflict> = Vec::new();
     let mut errors: Vec<ItemError> = Vec::new();
     let batch_size = request.batch.max(1) as usize;
@@ -124,11 +134,14 @@ async fn export(
                 "the synchronizer is shutting down; the next session resumes from the last acknowledged batch".into(),
             ));
         }
-        let batch = tokio::task::block_in_place(|| {
-            store.next_batch(&mut cursor, &made_with, &dest, batch_size, MAX_BATCH_BYTES)
+        let (batch, range) = tokio::task::block_in_place(|| {
+            next_batch(store, &mut mode, &made_with, &dest, &forgotten, batch_size)
         })?;
         let learned = if batch.done {
-            made_with.clone()
+            // Tombstones cleaned up while the session ran may not have been sent: their
+            // versions stay unlearned, so the destination recovers by full enumeration.
+            let now_forgotten = tokio::task::block_in_place(|| store.forgotten_knowledge())?;
+            made_with.difference(&now_forgotten.difference(&forgotten))
         } else {
             made_with.project(batch.versions.iter())
         };
@@ -145,6 +158,7 @@ async fn export(
                 changes: batch.changes,
                 learned,
                 last: batch.done,
+                full: range,
             }))
             .await?;
         let applied = match collector.recv_required("batch_applied").await? {
@@ -191,6 +205,7 @@ async fn export(
         conflicts = stats.conflicts,
         errors = stats.errors,
         batches = stats.batches,
+        full,
         "session completed"
     );
     Ok(Completed {
@@ -200,4 +215,37 @@ async fn export(
         errors,
         destination_regressed: regressed,
     })
+}
+
+/// How a session enumerates: what the destination lacks, or everything (seed 001).
+enum Mode {
+    Incremental(EnumerationCursor),
+    Full(FullPosition),
+}
+
+/// The session's next batch, with its id range in a full enumeration.
+fn next_batch(
+    store: &mut Store,
+    mode: &mut Mode,
+    made_with: &Knowledge,
+    dest: &Knowledge,
+    forgotten: &Knowledge,
+    batch_size: usize,
+) -> Result<(ExportBatch, Option<FullRange>), SessionError> {
+    match mode {
+        Mode::Incremental(cursor) => Ok((
+            store.next_batch(cursor, made_with, dest, batch_size, MAX_BATCH_BYTES)?,
+            None,
+        )),
+        Mode::Full(position) => {
+            let full = store.next_full_batch(position, batch_size, MAX_BATCH_BYTES)?;
+            let range = FullRange {
+                kind: full.kind,
+                after: full.after,
+                upto: full.upto,
+                forgotten: forgotten.clone(),
+            };
+            Ok((full.batch, Some(range)))
+        }
+    }
 }

@@ -1,5 +1,6 @@
 //! `synchronizer --store PATH --socket PATH` serves one store's exports;
-//! `synchronizer info --store PATH [--json]` tells what a store is and knows.
+//! `synchronizer info --store PATH [--json]` tells what a store is and knows;
+//! `synchronizer cleanup --store PATH --retention 30d` removes old tombstones now.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,6 +19,11 @@ struct Args {
     /// The local socket to listen on (made owner-only).
     #[arg(long)]
     socket: Option<PathBuf>,
+    /// Remove tombstones older than this (config key `retention`): a number and s, m, h or d,
+    /// e.g. 30d. Cleanup runs at start and then every tenth of it (at most hourly). Without it,
+    /// tombstones are kept for ever.
+    #[arg(long)]
+    retention: Option<shared::store::Retention>,
     /// Log format: text or json.
     #[arg(long, default_value = "text")]
     log_format: shared::logging::LogFormat,
@@ -32,6 +38,15 @@ enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Remove the tombstones older than the retention now, recording forgotten knowledge
+    /// (seed 001's CleanupDeletedItems), and print what was done.
+    Cleanup {
+        #[arg(long)]
+        store: PathBuf,
+        /// e.g. 30d, 12h, 0s (every tombstone).
+        #[arg(long)]
+        retention: shared::store::Retention,
     },
 }
 
@@ -59,13 +74,33 @@ async fn run(args: Args) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Some(Command::Cleanup { store, retention }) => {
+            let report = tokio::task::block_in_place(|| {
+                shared::store::Store::open(&store)?.cleanup_tombstones(retention)
+            })?;
+            println!(
+                "removed {} tombstones older than {retention}; forgotten knowledge: {}",
+                report.removed,
+                if report.forgotten.is_empty() {
+                    "none".to_string()
+                } else {
+                    report.forgotten.to_string()
+                }
+            );
+            Ok(())
+        }
         None => {
             let (Some(store), Some(socket)) = (args.store, args.socket) else {
                 anyhow::bail!("--store PATH and --socket PATH are both required to serve (or use `synchronizer info --store PATH`)");
             };
             let stop = shared::shutdown::signal();
+            let cleanup =
+                shared::daemon::start_cleanup("synchronizer", &store, args.retention).await?;
             let listener = shared::daemon::bind_for_store("synchronizer", &store, &socket).await?;
             synchronizer::serve(listener, store, stop).await;
+            if let Some(task) = cleanup {
+                task.abort();
+            }
             Ok(())
         }
     }

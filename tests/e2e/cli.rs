@@ -130,6 +130,19 @@ fn a_session_of_a_partnership_already_running_is_refused() {
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("already running"));
     drop(lock);
+    // A process another test forked while the lock was held keeps a copy of its descriptor
+    // until it execs: wait until the lock is really free.
+    icsync_e2e::wait_until(
+        "the pair lock to be free",
+        || {
+            let f = std::fs::File::options()
+                .write(true)
+                .open(&locks[0])
+                .unwrap();
+            f.try_lock().is_ok()
+        },
+        String::new,
+    );
     w.sync_ok("ab");
 }
 

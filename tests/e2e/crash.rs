@@ -2,32 +2,14 @@
 //! failpoint (`ICSYNC_FAILPOINT`, see shared/src/failpoint.rs), which is what kill -9 does to a
 //! process: no clean-up, no flush.
 
-use icsync_e2e::{public_rows, World};
-
-fn fill(app: &rusqlite::Connection, n: usize) {
-    app.execute_batch("INSERT INTO folders (id, name) VALUES ('inbox', 'Inbox');")
-        .unwrap();
-    let tx = app.unchecked_transaction().unwrap();
-    for i in 0..n {
-        tx.execute(
-            "INSERT INTO messages (id, folder_id, subject, body) VALUES (?1, 'inbox', ?2, ?3)",
-            rusqlite::params![format!("m{i:04}"), format!("message {i}"), "x".repeat(500)],
-        )
-        .unwrap();
-    }
-    tx.commit().unwrap();
-}
-
-fn count(app: &rusqlite::Connection, sql: &str) -> i64 {
-    app.query_row(sql, [], |r| r.get(0)).unwrap()
-}
+use icsync_e2e::{count, fill_inbox, public_rows, World};
 
 #[test]
 fn collector_killed_after_a_commit_before_its_success_message() {
     let mut w = World::new();
     let a = w.store("a");
     let mut b = w.store("b");
-    fill(&a.app(), 100);
+    fill_inbox(&a.app(), 100);
     w.config(&[("ab", "a", "b", "batch = 10\ndirection = \"one-way\"")]);
     // The collector dies right after committing its 3rd batch.
     b.collector = None;
@@ -62,7 +44,7 @@ fn synchronizer_killed_after_an_acknowledged_batch() {
     let mut w = World::new();
     let mut a = w.store("a");
     let b = w.store("b");
-    fill(&a.app(), 60);
+    fill_inbox(&a.app(), 60);
     w.config(&[("ab", "a", "b", "batch = 7\ndirection = \"one-way\"")]);
     a.synchronizer = None;
     let mut dying = w.spawn(
@@ -95,7 +77,7 @@ fn agent_killed_mid_session_then_a_new_session_resumes() {
     let mut w = World::new();
     let a = w.store("a");
     let b = w.store("b");
-    fill(&a.app(), 50);
+    fill_inbox(&a.app(), 50);
     w.config(&[("ab", "a", "b", "batch = 5\ndirection = \"one-way\"")]);
     let out = w.agent_env(
         &["sync", "ab"],

@@ -8,6 +8,7 @@ mod daemon;
 mod daemon_sessions;
 mod malformed;
 mod repair;
+mod retention;
 mod seed_004;
 mod sockets;
 mod two_way;

@@ -164,6 +164,17 @@ impl World {
 
     /// Spawns a daemon (`synchronizer` or `collector`) for a store, with extra environment.
     pub fn spawn(&self, which: &str, store: &str, env: &[(&str, &str)]) -> Daemon {
+        self.spawn_with(which, store, &[], env)
+    }
+
+    /// Spawns a daemon with extra arguments (e.g. `--retention 0s`) and environment.
+    pub fn spawn_with(
+        &self,
+        which: &str,
+        store: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let socket = if which == "synchronizer" {
             self.sync_socket(store)
         } else {
@@ -176,6 +187,7 @@ impl World {
             .arg(self.store_path(store))
             .arg("--socket")
             .arg(&socket)
+            .args(args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
@@ -482,4 +494,25 @@ pub fn knowledge_of(info: &serde_json::Value, names: &[(&str, &str)]) -> String 
     }
     parts.sort();
     parts.join(", ")
+}
+
+/// Fills a store with folder `inbox` and `n` messages `m0000`, `m0001`, … with 500-byte bodies,
+/// in one transaction.
+pub fn fill_inbox(app: &Connection, n: usize) {
+    app.execute_batch("INSERT INTO folders (id, name) VALUES ('inbox', 'Inbox');")
+        .unwrap();
+    let tx = app.unchecked_transaction().unwrap();
+    for i in 0..n {
+        tx.execute(
+            "INSERT INTO messages (id, folder_id, subject, body) VALUES (?1, 'inbox', ?2, ?3)",
+            rusqlite::params![format!("m{i:04}"), format!("message {i}"), "x".repeat(500)],
+        )
+        .unwrap();
+    }
+    tx.commit().unwrap();
+}
+
+/// The one integer a query returns.
+pub fn count(app: &Connection, sql: &str) -> i64 {
+    app.query_row(sql, [], |r| r.get(0)).unwrap()
 }

@@ -94,8 +94,7 @@ impl State {
         let mut conn = Connection::open(path).map_err(err("cannot open"))?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(err("cannot set busy timeout"))?;
-        conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
-            .map_err(err("cannot switch to WAL"))?;
+        shared::store::ensure_wal(&conn).map_err(err("cannot switch to WAL"))?;
         conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
             .map_err(err("cannot set pragmas"))?;
         let tx = conn

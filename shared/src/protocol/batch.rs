@@ -5,7 +5,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::knowledge::{Knowledge, ReplicaId};
 use crate::model::{Change, Phase};
-use crate::store::{ConflictRule, ItemError, ReportedConflict, Resolution};
+use crate::store::{
+    ConflictRule, FullPosition, FullRange, ItemError, ReportedConflict, Resolution,
+};
 
 /// synchronizer → collector: a session begins.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,6 +31,11 @@ pub struct SessionReady {
     pub replica: ReplicaId,
     pub knowledge: Knowledge,
     pub forgotten: Knowledge,
+    /// Where a full enumeration from this source stopped in an earlier session, if one did:
+    /// the source continues there instead of starting over. Left out when there is none, so a
+    /// synchronizer that never runs full enumerations still reads the message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<FullPosition>,
 }
 
 /// synchronizer → collector: one batch of changes (seed 001 GetChangeBatch).
@@ -45,6 +52,12 @@ pub struct ChangeBatch {
     /// knowledge projected onto the batch, or all of it with the last batch.
     pub learned: Knowledge,
     pub last: bool,
+    /// Present on every batch of a full enumeration (seed 001): the id range the batch covers.
+    /// The destination drops the items in that range the source knew and no longer has. Left
+    /// out on incremental batches; a collector that does not know the field refuses the batch
+    /// rather than apply it as incremental.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full: Option<FullRange>,
 }
 
 /// collector → synchronizer: the success message for one batch, sent after its commit.

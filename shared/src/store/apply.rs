@@ -59,7 +59,7 @@ pub struct ImportSession {
     pending: std::collections::BTreeMap<String, (ItemChange, String)>,
     /// Versions kept out of every learned knowledge of this session (looked up per version of
     /// every applied item, hence a set).
-    excluded: std::collections::HashSet<Version>,
+    pub(crate) excluded: std::collections::HashSet<Version>,
     /// Items that failed in this session: an item enumerated again in a later phase fails once.
     failed: std::collections::HashSet<String>,
 }
@@ -83,6 +83,10 @@ impl ImportSession {
         self
     }
 }
+
+/// Work done inside an import transaction before the learned knowledge is saved.
+pub(crate) type BeforeSave<'a> = dyn FnMut(&mut Store, &ImportSession, &mut Knowledge, &mut ApplyOutcome) -> Result<(), StoreError>
+    + 'a;
 
 /// What became of one item.
 enum Step {
@@ -131,16 +135,44 @@ impl Store {
         learned: &Knowledge,
         last: bool,
     ) -> Result<ApplyOutcome, StoreError> {
+        self.apply_batch_with(session, changes, learned, last, &mut |_, _, _, _| Ok(()))
+    }
+
+    /// [`Store::apply_batch`] with `before_save` run in the same transaction once the items are
+    /// applied, just before the learned knowledge is saved (a full enumeration's drops, `full`).
+    pub(crate) fn apply_batch_with(
+        &mut self,
+        session: &mut ImportSession,
+        changes: Vec<ItemChange>,
+        learned: &Knowledge,
+        last: bool,
+        before_save: &mut BeforeSave<'_>,
+    ) -> Result<ApplyOutcome, StoreError> {
         let saved = (
             session.pending.clone(),
             session.excluded.clone(),
             session.failed.clone(),
         );
-        match self.apply_attempt(session, &changes, learned, last, Guard::Optimistic) {
+        let first = self.apply_attempt(
+            session,
+            &changes,
+            learned,
+            last,
+            Guard::Optimistic,
+            before_save,
+        );
+        match first {
             Err(e) if is_constraint(&e) => {
                 // An item failed: apply the batch again, each item in its own savepoint.
                 (session.pending, session.excluded, session.failed) = saved;
-                self.apply_attempt(session, &changes, learned, last, Guard::PerItem)
+                self.apply_attempt(
+                    session,
+                    &changes,
+                    learned,
+                    last,
+                    Guard::PerItem,
+                    before_save,
+                )
             }
             result => result,
         }
@@ -153,11 +185,12 @@ impl Store {
         learned: &Knowledge,
         last: bool,
         guard: Guard,
+        before_save: &mut BeforeSave<'_>,
     ) -> Result<ApplyOutcome, StoreError> {
         self.conn
             .execute_batch("BEGIN IMMEDIATE; UPDATE sync_state SET applying = 1 WHERE id = 1;")
             .ctx(&self.path, "cannot begin the import transaction")?;
-        match self.apply_in_transaction(session, changes, learned, last, guard) {
+        match self.apply_in_transaction(session, changes, learned, last, guard, before_save) {
             Ok(outcome) => {
                 self.conn
                     .execute_batch("UPDATE sync_state SET applying = 0 WHERE id = 1; COMMIT;")
@@ -182,6 +215,7 @@ impl Store {
         learned: &Knowledge,
         last: bool,
         guard: Guard,
+        before_save: &mut BeforeSave<'_>,
     ) -> Result<ApplyOutcome, StoreError> {
         let known = self.knowledge()?;
         let mut outcome = ApplyOutcome::default();
@@ -222,6 +256,7 @@ impl Store {
         for v in &session.excluded {
             learned.exclude(v);
         }
+        before_save(self, session, &mut learned, &mut outcome)?;
         self.save_learned(&learned)?;
         outcome.knowledge = self.knowledge()?;
         Ok(outcome)

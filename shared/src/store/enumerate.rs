@@ -179,7 +179,7 @@ fn missing_ticks(made_with: &Knowledge, dest: &Knowledge, replica: &ReplicaId) -
 }
 
 /// A rough size of an item's values, to keep batches under the frame cap.
-fn approximate_size(change: &ItemChange) -> usize {
+pub(super) fn approximate_size(change: &ItemChange) -> usize {
     use crate::model::UnitValue;
     change
         .units

@@ -7,13 +7,19 @@
 //! - `conflict`: seed 004's conflicts — policies, operators' resolutions, what is reported.
 //! - `constraint`: seed 003's constraint conflicts — parent deleted, same name, cycles.
 //! - `items`: reading and writing one item's versions and values (seed 001's GetLocalVersions).
+//! - `cleanup`: seed 001's CleanupDeletedItems — old tombstones become forgotten knowledge.
+//! - `full`: seed 001's full enumeration of an out-of-date destination, source and destination.
+//! - `limits`: per-store caps on what is applied (the body size cap).
 
 mod apply;
+mod cleanup;
 mod conflict;
 mod constraint;
 mod enumerate;
 mod error;
+mod full;
 mod items;
+mod limits;
 pub mod schema;
 
 use std::collections::HashMap;
@@ -23,10 +29,13 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use serde::Serialize;
 
 pub use apply::{ApplyOutcome, ImportSession, ItemError};
+pub use cleanup::{CleanupReport, Retention};
 pub use conflict::{ConflictRule, Outcome, ReportedConflict, Resolution};
 pub use enumerate::{EnumerationCursor, ExportBatch};
 pub use error::StoreError;
+pub use full::{FullBatch, FullPosition, FullRange};
 pub use items::{ItemChange, LocalItem, UnitState};
+pub use limits::{body_size, human_size};
 
 use crate::knowledge::{Knowledge, ReplicaId, Version};
 use error::SqlContext;
@@ -139,9 +148,7 @@ impl Store {
         self.conn
             .execute_batch(&format!("PRAGMA page_size = {};", schema::PAGE_SIZE))
             .ctx(p, "cannot set page size")?;
-        self.conn
-            .query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
-            .ctx(p, "cannot switch to WAL")?;
+        ensure_wal(&self.conn).ctx(p, "cannot switch to WAL")?;
         self.conn
             .execute_batch(
                 "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY;",
@@ -350,6 +357,37 @@ impl Store {
             replica: self.replica_of(idx)?,
             tick: tick.max(0) as u64,
         })
+    }
+}
+
+#[cfg(test)]
+mod retention_tests;
+/// Puts a SQLite file in WAL mode. Several processes open one file at once (the synchronizer,
+/// the collector, applications, agents); the switch needs a lock for which SQLite does not
+/// always call the busy handler, so it is retried here for up to 10 s. A file already in WAL is
+/// only read.
+pub fn ensure_wal(conn: &Connection) -> rusqlite::Result<()> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+        if mode.eq_ignore_ascii_case("wal") {
+            return Ok(());
+        }
+        let busy = match conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0))
+        {
+            Ok(now) => !now.eq_ignore_ascii_case("wal"),
+            Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) => true,
+            Err(e) => return Err(e),
+        };
+        if busy && std::time::Instant::now() >= deadline {
+            return Err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+                Some("another process kept the file locked for 10 s".into()),
+            ));
+        }
+        if busy {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
     }
 }
 

@@ -23,7 +23,7 @@ pub const APPLICATION_ID: i64 = 0x6963_7379;
 pub const PAGE_SIZE: i64 = 8192;
 
 /// The migrations, in order; `MIGRATIONS[i]` takes `user_version` i to i + 1.
-pub const MIGRATIONS: &[&str] = &[MIGRATION_1];
+pub const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2];
 
 /// The schema version this build writes and understands.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -203,6 +203,33 @@ BEGIN
         SELECT OLD.id, 8, 0, tick, {NOW_MS}, 4 FROM sync_state WHERE id = 1;
     UPDATE sync_items SET deleted_at = {NOW_S} WHERE id = OLD.id;
 END;
+"#;
+
+/// Tombstone cleanup and full enumeration (seed 001, "Cleaning Up Deleted Items", "Recovering an
+/// Out-of-Date Replica").
+const MIGRATION_2: &str = r#"
+-- Cleanup asks for "tombstones deleted at or before T": this partial index holds tombstones only,
+-- so a cleanup with nothing to do reads one index page, whatever the store's size.
+CREATE INDEX sync_items_by_deletion ON sync_items(deleted_at) WHERE deleted_at IS NOT NULL;
+
+-- A full enumeration from `source` into this store, in progress: how far it got (the pass and the
+-- last item id done, written with each batch), the source knowledge it started with, and the
+-- versions this store did not apply along the way. Removed when the enumeration ends.
+CREATE TABLE sync_full_enumeration (
+    source   TEXT PRIMARY KEY NOT NULL,
+    kind     INTEGER NOT NULL,
+    after    TEXT,
+    base     TEXT NOT NULL,
+    excluded TEXT NOT NULL DEFAULT '[]'
+) WITHOUT ROWID;
+
+-- Folders a full enumeration found deleted at the source; dropped at its end, once the messages
+-- pass has emptied them.
+CREATE TABLE sync_full_drops (
+    source TEXT NOT NULL,
+    item   TEXT NOT NULL,
+    PRIMARY KEY (source, item)
+) WITHOUT ROWID;
 "#;
 
 /// The SQL of migration `index` (0-based) with its placeholders filled in.

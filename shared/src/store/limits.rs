@@ -1,0 +1,106 @@
+//! Per-store limits on what the collector applies: a message whose body is over the store's cap
+//! is not applied. It is a recoverable per-item error (seed 003): the item is reported with its
+//! id and the reason, its versions stay out of the learned knowledge, the rest of the batch
+//! applies, and the item comes again next session (and applies once the cap allows it).
+
+use super::apply::{ImportSession, ItemError};
+use super::items::ItemChange;
+use super::{Store, StoreError};
+use crate::model::{Body, UnitValue};
+
+impl ImportSession {
+    /// Leaves `change` unapplied for `reason`: its versions stay out of every learned knowledge
+    /// of the session.
+    pub fn refuse(&mut self, change: &ItemChange, reason: String) -> ItemError {
+        self.excluded.extend(change.versions().cloned());
+        ItemError {
+            item: change.id.clone(),
+            reason,
+        }
+    }
+}
+
+impl Store {
+    /// Splits a batch into the changes to apply and the errors of those whose body is over
+    /// `max_body_bytes`. Items whose versions this store already knows are left to the applier,
+    /// which skips them.
+    pub fn refuse_large_bodies(
+        &self,
+        session: &mut ImportSession,
+        changes: Vec<ItemChange>,
+        max_body_bytes: u64,
+    ) -> Result<(Vec<ItemChange>, Vec<ItemError>), StoreError> {
+        let known = self.knowledge()?;
+        let mut errors = Vec::new();
+        let mut keep = Vec::with_capacity(changes.len());
+        for change in changes {
+            let size = body_size(&change);
+            if size > max_body_bytes && !change.versions().all(|v| known.contains(v)) {
+                // The same item met again in a later phase of the session: refused once.
+                if change.versions().all(|v| session.excluded.contains(v)) {
+                    continue;
+                }
+                let reason = format!(
+                    "body of {} is over the cap of {}; it comes again next session",
+                    human_size(size),
+                    human_size(max_body_bytes)
+                );
+                errors.push(session.refuse(&change, reason));
+            } else {
+                keep.push(change);
+            }
+        }
+        Ok((keep, errors))
+    }
+}
+
+/// The size of a change's body as it will be stored (decoded from base64), 0 without one.
+pub fn body_size(change: &ItemChange) -> u64 {
+    change
+        .units
+        .iter()
+        .find_map(|u| match &u.value {
+            UnitValue::Content {
+                body: Some(body), ..
+            } => Some(match body {
+                Body::Text(t) | Body::Utf8(t) => t.len() as u64,
+                Body::Base64(b) => {
+                    let padding = b.bytes().rev().take_while(|&c| c == b'=').count() as u64;
+                    (b.len() as u64 / 4 * 3).saturating_sub(padding)
+                }
+            }),
+            _ => None,
+        })
+        .unwrap_or(0)
+}
+
+/// "12 MiB", "1.5 KiB", "900 bytes".
+pub fn human_size(bytes: u64) -> String {
+    const KIB: u64 = 1024;
+    const MIB: u64 = 1024 * 1024;
+    let scaled = |unit: u64, name: &str| {
+        if bytes.is_multiple_of(unit) {
+            format!("{} {name}", bytes / unit)
+        } else {
+            format!("{:.1} {name}", bytes as f64 / unit as f64)
+        }
+    };
+    match bytes {
+        b if b >= MIB => scaled(MIB, "MiB"),
+        b if b >= KIB => scaled(KIB, "KiB"),
+        b => format!("{b} bytes"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_size;
+
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        assert_eq!(human_size(12 * 1024 * 1024), "12 MiB");
+        assert_eq!(human_size(10 * 1024 * 1024), "10 MiB");
+        assert_eq!(human_size(1536), "1.5 KiB");
+        assert_eq!(human_size(900), "900 bytes");
+    }
+}
