@@ -77,6 +77,24 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Deferred conflicts waiting for a decision, oldest first.
+    Conflicts {
+        /// Include conflicts already settled.
+        #[arg(long)]
+        all: bool,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Settle a deferred conflict: the chosen side's value reaches every store with the
+    /// partnership's next session.
+    Resolve {
+        /// The conflict's number in `agent conflicts`.
+        id: i64,
+        /// Keep the value of the store that deferred it ("local") or of the other ("remote").
+        #[arg(long, value_enum)]
+        keep: crate::state::Keep,
+    },
     /// Check the config without running anything.
     Check,
     /// Print a shell completion script.
@@ -131,6 +149,8 @@ pub async fn run(cli: Cli) -> u8 {
         Command::History { name, limit, json } => {
             print_history(&config, name.as_deref(), limit, json)
         }
+        Command::Conflicts { all, json } => print_conflicts(&config, all, json),
+        Command::Resolve { id, keep } => resolve(&config, id, keep),
         Command::Completions { .. } => Ok(0),
         Command::Check => {
             println!(
@@ -210,4 +230,33 @@ fn print_history(
         print!("{}", report::render_history(&sessions));
     }
     Ok(0)
+}
+
+fn print_conflicts(config: &Config, all: bool, json: bool) -> Result<u8, AgentError> {
+    let state = State::open(&config.state)?;
+    let rows = crate::queue::conflicts(&state, all)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).unwrap_or_default()
+        );
+    } else {
+        print!("{}", crate::queue::render(&rows));
+    }
+    Ok(0)
+}
+
+fn resolve(config: &Config, id: i64, keep: crate::state::Keep) -> Result<u8, AgentError> {
+    let state = State::open(&config.state)?;
+    match crate::queue::resolve(&state, id, keep) {
+        Ok(text) => {
+            print!("{text}");
+            Ok(0)
+        }
+        Err(crate::state::ResolveError::State(e)) => Err(e.into()),
+        Err(e) => {
+            eprintln!("agent: {e}");
+            Ok(2)
+        }
+    }
 }

@@ -3,6 +3,7 @@ pub mod config;
 pub mod daemon;
 pub mod lock;
 pub mod progress;
+pub mod queue;
 pub mod report;
 pub mod session;
 pub mod state;

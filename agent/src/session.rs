@@ -201,6 +201,12 @@ async fn run_leg(
         Ok(c) => {
             state.end_session(session, "completed", None, Some(&c.stats))?;
             state.record_item_errors(&partnership.name, &direction, &c.errors)?;
+            state.record_conflicts(
+                &partnership.name,
+                &leg.source,
+                &leg.destination,
+                &c.conflicts,
+            )?;
         }
         Err(e) => {
             let reason = e.to_string();
@@ -298,7 +304,9 @@ async fn drive(
         state: recorded,
         batch: partnership.batch,
         rule: leg.rule,
-        resolutions: Vec::new(),
+        resolutions: state
+            .resolutions(&partnership.name)
+            .map_err(LegError::State)?,
     }))
     .await?;
     loop {

@@ -100,6 +100,8 @@ fn every_command_has_help() {
         &["status", "--help"],
         &["state", "--help"],
         &["history", "--help"],
+        &["conflicts", "--help"],
+        &["resolve", "--help"],
         &["check", "--help"],
         &["completions", "--help"],
     ] {

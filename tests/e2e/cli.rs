@@ -1,31 +1,7 @@
 //! The agent's operator output: snapshots of `agent state` and `agent status` (paths, ids and
 //! times redacted), exit codes, and one-line failure reasons.
 
-use icsync_e2e::World;
-
-fn redact(text: &str, w: &World) -> String {
-    let mut s = text.replace(&w.dir.path().display().to_string(), "[dir]");
-    for (pattern, with) in [
-        (r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ", "[time]"),
-        (
-            r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
-            "[replica]",
-        ),
-        (
-            r#""(updated_at|started_at|ended_at|last_started_at|last_ended_at|next_run_at)": \d+"#,
-            "\"$1\": [ms]",
-        ),
-        (r"#\d+ +", "#[id] "),
-        // Knowledge entries are ordered by (random) replica id; `knowledge_by_store` pins them.
-        (r#""upto": \d+"#, "\"upto\": [n]"),
-    ] {
-        s = regex_lite::Regex::new(pattern)
-            .unwrap()
-            .replace_all(&s, with)
-            .into_owned();
-    }
-    s
-}
+use icsync_e2e::{redact, World};
 
 fn stdout(out: &std::process::Output) -> String {
     assert!(

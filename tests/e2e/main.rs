@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod cli;
+mod conflicts;
 mod crash;
 mod daemon;
 mod daemon_sessions;

@@ -516,3 +516,29 @@ pub fn fill_inbox(app: &Connection, n: usize) {
 pub fn count(app: &Connection, sql: &str) -> i64 {
     app.query_row(sql, [], |r| r.get(0)).unwrap()
 }
+
+/// Operator output made stable for snapshots: the test's directory, times, replica ids, unix
+/// milliseconds, ids and knowledge ticks redacted.
+pub fn redact(text: &str, w: &World) -> String {
+    let mut s = text.replace(&w.dir.path().display().to_string(), "[dir]");
+    for (pattern, with) in [
+        (r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ", "[time]"),
+        (
+            r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
+            "[replica]",
+        ),
+        (
+            r#""(updated_at|started_at|ended_at|last_started_at|last_ended_at|next_run_at)": \d+"#,
+            "\"$1\": [ms]",
+        ),
+        (r"#\d+ +", "#[id] "),
+        // Knowledge entries are ordered by (random) replica id; `knowledge_by_store` pins them.
+        (r#""upto": \d+"#, "\"upto\": [n]"),
+    ] {
+        s = regex_lite::Regex::new(pattern)
+            .unwrap()
+            .replace_all(&s, with)
+            .into_owned();
+    }
+    s
+}

@@ -23,9 +23,11 @@ pub enum StateError {
     Corrupt { path: PathBuf, what: String },
 }
 
+mod conflicts;
 mod plan;
 mod schema;
 
+pub use conflicts::{Keep, QueuedConflict, ResolveError};
 pub use plan::PlannedRun;
 use schema::MIGRATIONS;
 

@@ -51,4 +51,29 @@ CREATE TABLE schedule (
     updated_at    INTEGER NOT NULL          -- unix ms of this plan
 );
 "#,
+    // 3: the operator's queue of deferred conflicts (`agent conflicts`, `agent resolve`).
+    r#"
+CREATE TABLE conflicts (
+    id             INTEGER PRIMARY KEY,       -- what `agent resolve ID` names
+    partnership    TEXT NOT NULL,
+    item           TEXT NOT NULL,             -- the item's global id
+    kind           TEXT NOT NULL,             -- folder | message
+    unit           TEXT NOT NULL,             -- the change unit (JSON name, e.g. "content")
+    label          TEXT NOT NULL,             -- folder name or message subject
+    local_store    TEXT NOT NULL,             -- the store that deferred it first ("local")
+    remote_store   TEXT NOT NULL,             -- the other store ("remote")
+    local_version  TEXT NOT NULL,             -- JSON version {replica, tick}
+    remote_version TEXT NOT NULL,
+    local_value    TEXT NOT NULL,             -- one-line summaries of both values
+    remote_value   TEXT NOT NULL,
+    first_seen     INTEGER NOT NULL,          -- unix ms
+    last_seen      INTEGER NOT NULL,
+    times_seen     INTEGER NOT NULL,          -- sessions that met it
+    status         TEXT NOT NULL CHECK (status IN ('open', 'resolving', 'resolved')),
+    winner         TEXT,                      -- JSON version the operator chose; NULL while open
+    resolved_at    INTEGER                    -- unix ms the choice reached a store
+);
+CREATE UNIQUE INDEX conflicts_one_open ON conflicts(partnership, item, unit)
+    WHERE status <> 'resolved';
+"#,
 ];

@@ -154,10 +154,10 @@ pub fn summary(value: &UnitValue) -> String {
         UnitValue::Name { name } => format!("“{}”", clip(name)),
         UnitValue::Parent { parent_id: None } => "at the top".into(),
         UnitValue::Parent { parent_id: Some(p) } => format!("under folder {}", clip(p)),
-        UnitValue::Content { subject, body, .. } => {
-            let size = body.as_ref().map_or(0, |b| b.wire_len());
-            format!("“{}” ({})", clip(subject), human_size(size))
-        }
+        UnitValue::Content { subject, body, .. } => match body {
+            Some(b) => format!("“{}” ({})", clip(subject), human_size(b.wire_len())),
+            None => format!("“{}”", clip(subject)),
+        },
         UnitValue::Read { is_read: true } => "read".into(),
         UnitValue::Read { is_read: false } => "unread".into(),
         UnitValue::Location { folder_id } => format!("in folder {}", clip(folder_id)),

@@ -63,7 +63,7 @@ fn a_deferred_conflict_resolved_for_either_side_reaches_both_stores() {
             assert_eq!(there.len(), 2, "{there:?}");
             assert!(there.iter().all(|c| c.outcome == Outcome::Deferred));
             assert_eq!(there[0].label, "by A");
-            assert_eq!(there[0].local_value, "“by B” (0 B)");
+            assert_eq!(there[0].local_value, "“by B”");
         }
         let conflict = sync(&mut a, &mut b, 5, ConflictRule::Defer)[0].conflicts[0].clone();
         let winner = if keep_a {
