@@ -24,7 +24,8 @@
 //! collector    = "run/laptop.coll.sock"    # required: socket path of this store's collector
 //! path  = "data/laptop.db"                 # optional: the store file; with spawn, the agent starts both processes
 //! spawn = true                             # optional, default false; spawn = true requires path
-//! retention = "30d"                        # optional duration, default none
+//! retention = "30d"                        # optional duration, default none: tombstone cleanup
+//! max_body_bytes = 10485760                # optional: bodies over this are item errors
 //! synchronizer_bin = "bin/synchronizer"    # optional: the synchronizer program to spawn
 //! collector_bin    = "bin/collector"       # optional: the collector program to spawn
 //!
@@ -107,8 +108,12 @@ pub struct StoreConfig {
     pub path: Option<PathBuf>,
     /// Whether the agent starts this store's synchronizer and collector itself.
     pub spawn: bool,
-    /// The store's retention period (`retention = "30d"`), if set.
+    /// The store's retention period (`retention = "30d"`), if set: tombstones older than this
+    /// are removed by the store's spawned daemons (`--retention`).
     pub retention: Option<Duration>,
+    /// Bodies larger than this are not imported (`max_body_bytes`, passed to a spawned
+    /// collector as `--max-body-bytes`): an item error until the cap is raised.
+    pub max_body_bytes: Option<u64>,
     /// The synchronizer program to spawn, if not the default.
     pub synchronizer_bin: Option<PathBuf>,
     /// The collector program to spawn, if not the default.
@@ -504,6 +509,7 @@ struct RawStore {
     path: Option<Str>,
     spawn: Option<Spanned<bool>>,
     retention: Option<Str>,
+    max_body_bytes: Option<Spanned<i64>>,
     synchronizer_bin: Option<Str>,
     collector_bin: Option<Str>,
 }
@@ -837,14 +843,20 @@ fn build_store(
             .map_err(|e| problems.add(r.span().start, format!("{ctx}: retention: {e}")))
             .ok()
     });
-    if let Some(r) = &raw.retention {
-        // Accepting the key and ignoring it would let tombstones pile up behind the
-        // operator's back: refuse it until cleanup exists.
-        problems.add(
-            r.span().start,
-            format!("{ctx}: retention: tombstone cleanup is not available in this version; remove the key"),
-        );
-    }
+    let max_body_bytes = raw.max_body_bytes.as_ref().and_then(|m| {
+        u64::try_from(*m.get_ref())
+            .ok()
+            .filter(|&n| n > 0)
+            .or_else(|| {
+                problems.add(
+                    m.span().start,
+                    format!(
+                        "{ctx}: max_body_bytes must be a positive number of bytes, e.g. 10485760 for 10 MiB"
+                    ),
+                );
+                None
+            })
+    });
 
     let store = StoreConfig {
         name,
@@ -853,6 +865,7 @@ fn build_store(
         path,
         spawn,
         retention,
+        max_body_bytes,
         synchronizer_bin,
         collector_bin,
     };
@@ -1167,6 +1180,7 @@ collector = "run/server.coll.sock"
                 path: Some(b.join("data/laptop.db")),
                 spawn: true,
                 retention: None,
+                max_body_bytes: None,
                 synchronizer_bin: None,
                 collector_bin: None,
             })
@@ -1180,6 +1194,7 @@ collector = "run/server.coll.sock"
                 path: None,
                 spawn: false,
                 retention: None,
+                max_body_bytes: None,
                 synchronizer_bin: None,
                 collector_bin: None,
             })
@@ -1275,14 +1290,17 @@ batch = 1
             assert!(err.to_string().contains(phrase), "{err}");
             assert!(err.line().is_some_and(|l| l >= line - 4), "{err}");
         }
-        let text = "state = \"agent.db\"\n[stores.laptop]\nsynchronizer = \"s\"\ncollector = \"c\"\nretention = \"30d\"\n";
+        let text = "state = \"agent.db\"\n[stores.laptop]\nsynchronizer = \"s\"\ncollector = \"c\"\nretention = \"30d\"\nmax_body_bytes = 0\n";
         let err = parse(text).expect_err("refused");
         assert!(
-            err.to_string().contains(":5:")
-                && err
-                    .to_string()
-                    .contains("tombstone cleanup is not available"),
+            err.to_string().contains(":6:") && err.to_string().contains("max_body_bytes"),
             "{err}"
+        );
+        let text = "state = \"agent.db\"\n[stores.laptop]\nsynchronizer = \"s\"\ncollector = \"c\"\nretention = \"30d\"\nmax_body_bytes = 1024\n";
+        let store = parse(text).expect("parses").stores["laptop"].clone();
+        assert_eq!(
+            (store.retention, store.max_body_bytes),
+            (Some(Duration::from_secs(30 * 86_400)), Some(1024))
         );
     }
 
@@ -1625,7 +1643,7 @@ batch = 1
             5,
             &[
                 "unknown key `spwan`; remove or rename it (accepted keys: `synchronizer`, \
-                 `collector`, `path`, `spawn`, `retention`, `synchronizer_bin`, `collector_bin`)",
+                 `collector`, `path`, `spawn`, `retention`, `max_body_bytes`, `synchronizer_bin`, `collector_bin`)",
             ],
         );
         assert_eq!(err.column(), Some(1));

@@ -83,16 +83,25 @@ pub fn specs(config: &Config) -> Result<Vec<ProcessSpec>, SpawnError> {
                 .filter(|d| !d.as_os_str().is_empty())
                 .map(Path::to_path_buf)
                 .collect();
+            let mut args: Vec<std::ffi::OsString> = vec![
+                "--store".into(),
+                path.clone().into_os_string(),
+                "--socket".into(),
+                socket.clone().into_os_string(),
+            ];
+            if let Some(retention) = store.retention {
+                args.push("--retention".into());
+                args.push(format!("{}s", retention.as_secs()).into());
+            }
+            if let (Some(cap), "collector") = (store.max_body_bytes, role) {
+                args.push("--max-body-bytes".into());
+                args.push(cap.to_string().into());
+            }
             out.push(ProcessSpec {
                 store: store.name.clone(),
                 role,
                 program,
-                args: vec![
-                    "--store".into(),
-                    path.clone().into_os_string(),
-                    "--socket".into(),
-                    socket.clone().into_os_string(),
-                ],
+                args,
                 socket: socket.clone(),
                 dirs,
             });
@@ -482,6 +491,37 @@ mod tests {
                     "/abs"
                 ),
             ]
+        );
+    }
+
+    #[test]
+    fn retention_goes_to_both_daemons_and_the_body_cap_to_the_collector() {
+        let text = r#"
+            state = "state/agent.db"
+            [stores.a]
+            synchronizer = "run/a.sync.sock"
+            collector = "run/a.coll.sock"
+            path = "data/a.db"
+            spawn = true
+            retention = "7d"
+            max_body_bytes = 1048576
+        "#;
+        let config = Config::parse(text, EMBEDDED_ORIGIN, Path::new("/base")).expect("config");
+        let args: Vec<Vec<String>> = specs(&config)
+            .expect("specs")
+            .iter()
+            .map(|s| {
+                s.args
+                    .iter()
+                    .map(|a| a.to_string_lossy().into_owned())
+                    .collect()
+            })
+            .collect();
+        let tail = |a: &Vec<String>| a[4..].join(" ");
+        assert_eq!(tail(&args[0]), "--retention 604800s");
+        assert_eq!(
+            tail(&args[1]),
+            "--retention 604800s --max-body-bytes 1048576"
         );
     }
 
