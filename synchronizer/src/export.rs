@@ -128,15 +128,19 @@ async fn export(
     let mut conflicts: Vec<ReportedConflict> = Vec::new();
     let mut errors: Vec<ItemError> = Vec::new();
     let batch_size = request.batch.max(1) as usize;
-    loop {
+    // What the destination knows once every batch sent so far is acknowledged: the next batch
+    // is read against it while the collector still applies the previous one (pipelining). The
+    // agent still hears of a batch only after its success message.
+    let mut promised = dest.clone();
+    let mut next = Some(tokio::task::block_in_place(|| {
+        next_batch(store, &mut mode, &made_with, &promised, &forgotten, batch_size)
+    })?);
+    while let Some((batch, range)) = next.take() {
         if shutdown.is_shutdown() {
             return Err(SessionError::Stopped(
                 "the synchronizer is shutting down; the next session resumes from the last acknowledged batch".into(),
             ));
         }
-        let (batch, range) = tokio::task::block_in_place(|| {
-            next_batch(store, &mut mode, &made_with, &dest, &forgotten, batch_size)
-        })?;
         let learned = if batch.done {
             // Tombstones cleaned up while the session ran may not have been sent: their
             // versions stay unlearned, so the destination recovers by full enumeration.
@@ -150,6 +154,8 @@ async fn export(
         stats.bytes += batch.payload_bytes as u64;
         let seq = stats.batches;
         let phase = batch.phase;
+        let done = batch.done;
+        promised.union_with(&learned);
         collector
             .send(&Message::ChangeBatch(ChangeBatch {
                 seq,
@@ -157,10 +163,15 @@ async fn export(
                 replicas: batch.replicas,
                 changes: batch.changes,
                 learned,
-                last: batch.done,
+                last: done,
                 full: range,
             }))
             .await?;
+        if !done {
+            next = Some(tokio::task::block_in_place(|| {
+                next_batch(store, &mut mode, &made_with, &promised, &forgotten, batch_size)
+            })?);
+        }
         let applied = match collector.recv_required("batch_applied").await? {
             Message::BatchApplied(a) if a.seq == seq => a,
             Message::BatchApplied(a) => {
@@ -195,9 +206,6 @@ async fn export(
                 knowledge: dest.clone(),
             }))
             .await?;
-        if batch.done {
-            break;
-        }
     }
     info!(
         sent = stats.sent,
