@@ -8,6 +8,7 @@
 //! location. A deleted item is a *tombstone* (seed 004: global id, deletion version, creation
 //! version).
 
+mod unit_de;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
@@ -293,8 +294,8 @@ impl UnitValue {
 pub struct WireVersion(pub u32, pub u64);
 
 /// One unit of an item in a change batch: its update version, when it was made (unix
-/// milliseconds, for `newer-wins`), and its value.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// milliseconds, for `newer-wins`), and its value. Read off the wire by `unit_de`, in one pass.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct UnitChange {
     pub version: WireVersion,
     pub at: i64,

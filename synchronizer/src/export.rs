@@ -133,7 +133,9 @@ async fn export(
     // agent still hears of a batch only after its success message.
     let mut promised = dest.clone();
     let mut next = Some(tokio::task::block_in_place(|| {
-        next_batch(store, &mut mode, &made_with, &promised, &forgotten, batch_size)
+        next_batch(
+            store, &mut mode, &made_with, &promised, &forgotten, batch_size,
+        )
     })?);
     while let Some((batch, range)) = next.take() {
         if shutdown.is_shutdown() {
@@ -169,10 +171,22 @@ async fn export(
             .await?;
         if !done {
             next = Some(tokio::task::block_in_place(|| {
-                next_batch(store, &mut mode, &made_with, &promised, &forgotten, batch_size)
+                next_batch(
+                    store, &mut mode, &made_with, &promised, &forgotten, batch_size,
+                )
             })?);
         }
-        let applied = match collector.recv_required("batch_applied").await? {
+        // The agent sends nothing after its request: anything from it while a batch is out,
+        // its connection closing included, means it went away, and the session stops here.
+        let answer = tokio::select! {
+            answer = collector.recv_required("batch_applied") => answer?,
+            _ = agent.recv() => {
+                return Err(SessionError::Stopped(
+                    "the agent went away; the next session resumes from the last acknowledged batch".into(),
+                ))
+            }
+        };
+        let applied = match answer {
             Message::BatchApplied(a) if a.seq == seq => a,
             Message::BatchApplied(a) => {
                 return Err(ProtocolError::Malformed(format!(

@@ -16,9 +16,10 @@ mod batch;
 mod connection;
 pub mod frame;
 mod handshake;
+mod message_de;
 mod sync;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 pub use batch::{BatchApplied, BeginSession, ChangeBatch, SessionReady};
 pub use connection::Connection;
@@ -29,7 +30,8 @@ pub use handshake::{
 pub use sync::{Completed, Failed, Progress, SessionStats, SyncRequest};
 
 /// Every message of the protocol.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// Written with `type` first; read by `message_de` without buffering the whole object.
+#[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Message {
     Hello(Hello),

@@ -25,3 +25,50 @@ fn hello_is_one_flat_json_object() {
         r#"{"type":"hello","protocol":1,"role":"agent"}"#
     );
 }
+
+#[test]
+fn a_change_batch_reads_back_as_written_whether_type_comes_first_or_not() {
+    use crate::knowledge::Knowledge;
+    use crate::model::{Body, Change, ItemKind, Phase, UnitChange, UnitValue, WireVersion};
+    let batch = Message::ChangeBatch(ChangeBatch {
+        seq: 3,
+        phase: Phase::Contents,
+        replicas: vec!["a".into()],
+        changes: vec![Change {
+            id: "m1".into(),
+            kind: ItemKind::Message,
+            created: WireVersion(0, 1),
+            units: vec![UnitChange {
+                version: WireVersion(0, 2),
+                at: 5,
+                value: UnitValue::Content {
+                    subject: "s".into(),
+                    sender: "x".into(),
+                    received_at: 1,
+                    headers: String::new(),
+                    body: Some(Body::Text("b".repeat(3000))),
+                },
+            }],
+        }],
+        learned: Knowledge::new(),
+        last: false,
+        full: None,
+    });
+    let json = serde_json::to_string(&batch).unwrap();
+    assert!(json.starts_with(r#"{"type":"change_batch","#), "{json}");
+    assert_eq!(serde_json::from_str::<Message>(&json).unwrap(), batch);
+    // The same object with `type` last.
+    let mut object: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&json).unwrap();
+    let tag = object.remove("type").unwrap();
+    object.insert("type".into(), tag);
+    let moved = serde_json::to_string(&object).unwrap();
+    assert!(!moved.starts_with(r#"{"type""#));
+    assert_eq!(serde_json::from_str::<Message>(&moved).unwrap(), batch);
+    // Unknown fields are still refused, wherever `type` is.
+    let extra = json.replacen(r#""seq":3"#, r#""seq":3,"colour":"red""#, 1);
+    let err = serde_json::from_str::<Message>(&extra)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("unknown field `colour`"), "{err}");
+}
