@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
+pub mod model;
+
 /// How long a daemon may take to start answering.
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
