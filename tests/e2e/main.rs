@@ -4,6 +4,7 @@
 
 mod cli;
 mod conflicts;
+mod convergence;
 mod crash;
 mod daemon;
 mod daemon_sessions;
