@@ -22,9 +22,10 @@
 //! - A concurrent edit that gives both sides the identical value is settled the same way but is
 //!   not a conflict: nothing the two sides wanted differs.
 //!
-//! Situations the generator can keep out (an item arriving in a folder deleted here, a move that
-//! would make a cycle) are followed the way the rules say (the item waits, or fails, and comes
-//! again), and noted in the session's `unsettled` list.
+//! Constraint conflicts (an item arriving in a folder deleted here, a move that would make a
+//! cycle) are not followed: the applier settles them by changes of its own. The model lets the
+//! item wait, or fail, as seed 003's queue would, and notes it in the session's `unsettled`
+//! list; from there the test checks the end state only.
 
 pub mod ops;
 

@@ -2,9 +2,10 @@
 //! SQL, chosen from the model's view of that store, with a seeded generator so a run replays
 //! from its seed alone.
 //!
-//! Some kinds of race do not settle yet; [`Races`] lets the generator make them or keep them
-//! out. Keeping one out is a rule over the model's knowledge: an operation is not made when it
-//! would race with a change its store has not seen (or, for repeated deletes, at all).
+//! Some races the model does not follow (the applier settles them by changes of its own) or the
+//! product does not settle yet; [`Races`] lets the generator make them or keep them out. Keeping
+//! one out is a rule over the model's knowledge: an operation is not made when it would race
+//! with a change its store has not seen (or, for repeated deletes, at all).
 
 use std::fmt;
 
