@@ -358,6 +358,8 @@ impl Model {
             return Step::Done;
         }
         let local = self.replicas[dst].items.get(id).cloned();
+        // An item brought back over its tombstone by a conflict becomes a new change here.
+        let mut renew_after = false;
         let replace = match (&incoming.state, local.as_ref().map(|l| &l.state)) {
             (State::Tombstone(_), None) => true,
             // Delete vs delete: no conflict; the newer deletion is the one kept, so what a
@@ -371,7 +373,12 @@ impl Model {
                 match self.newest(unseen) {
                     Some(update) => {
                         conflicts.push((id.to_string(), Unit::Deletion, false));
-                        self.newer(*deletion, update)
+                        let delete_wins = self.newer(*deletion, update);
+                        if !delete_wins {
+                            // The update's store wins whole: its item becomes a new change.
+                            self.renew(dst, id);
+                        }
+                        delete_wins
                     }
                     None => true,
                 }
@@ -383,7 +390,11 @@ impl Model {
                 } else {
                     conflicts.push((id.to_string(), Unit::Deletion, false));
                     let update = self.newest(units.values().map(|(s, _)| *s));
-                    update.is_some_and(|u| self.newer(u, *deletion))
+                    let comes_back = update.is_some_and(|u| self.newer(u, *deletion));
+                    if comes_back {
+                        renew_after = true;
+                    }
+                    comes_back
                 }
             }
             (State::Live(theirs), Some(State::Live(ours))) => {
@@ -407,7 +418,31 @@ impl Model {
         self.replicas[dst]
             .items
             .insert(id.to_string(), incoming.clone());
+        if renew_after {
+            self.renew(dst, id);
+        }
         Step::Done
+    }
+
+    /// The store gives every unit of an item one new version (one tick), each unit keeping its
+    /// time: the item as it holds it replaces older versions it knows of.
+    fn renew(&mut self, dst: StoreIdx, id: &str) {
+        let r = &mut self.replicas[dst];
+        r.tick += 1;
+        let ver = Ver {
+            store: dst,
+            tick: r.tick,
+        };
+        r.knowledge.insert(ver);
+        if let Some(Item {
+            state: State::Live(units),
+            ..
+        }) = r.items.get_mut(id)
+        {
+            for (stamp, _) in units.values_mut() {
+                stamp.ver = ver;
+            }
+        }
     }
 
     /// An incoming live item over a live item: unit by unit.

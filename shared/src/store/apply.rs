@@ -366,7 +366,20 @@ impl Store {
                 self.write_tombstone(change)?;
                 Ok(Step::Applied)
             }
-            (true, Some(local)) if local.deleted => Ok(Step::Applied),
+            (true, Some(local)) if local.deleted => {
+                // Both deleted: the newer deletion stays, the same on every store, so knowing
+                // a deletion always means holding it or a newer one.
+                let newer_delete = match (change.units.first(), local.units.first()) {
+                    (Some(incoming), Some((_, v, at))) => {
+                        newer((incoming.at, &incoming.version), (*at, v)).then_some(incoming)
+                    }
+                    _ => None,
+                };
+                if let Some(incoming) = newer_delete {
+                    self.write_unit_version(&change.id, incoming)?;
+                }
+                Ok(Step::Applied)
+            }
             (true, Some(local)) => self.apply_delete(session, change, &local, report),
             (false, None) => self.create(change, true, report),
             (false, Some(local)) if local.deleted => {
@@ -434,6 +447,13 @@ impl Store {
                 report.excluded.push(deletion.version.clone());
             }
             if !delete_wins {
+                if outcome != Outcome::Deferred {
+                    // The item stays, and the delete is learned — and with it whatever the
+                    // deleting store knew of the item's units. The item as kept here must
+                    // replace those, so it becomes a new change (update vs delete: the
+                    // update's store wins whole).
+                    self.renew_versions(&change.id)?;
+                }
                 return Ok(Step::Applied);
             }
         }
@@ -523,11 +543,17 @@ impl Store {
         if outcome == Outcome::Deferred {
             report.excluded.extend(change.versions().cloned());
         }
-        if update_wins {
-            self.create(change, false, report)
-        } else {
-            Ok(Step::Applied)
+        if !update_wins {
+            return Ok(Step::Applied);
         }
+        let step = self.create(change, false, report)?;
+        if matches!(step, Step::Applied) {
+            // Brought back whole as the updating store holds it: a new change here, so it
+            // replaces the units this store knew before it deleted the item (on other stores
+            // too), instead of keeping their older versions beside newer knowledge.
+            self.renew_versions(&change.id)?;
+        }
+        Ok(step)
     }
 
     /// An incoming live item the destination holds live: unit by unit.

@@ -61,6 +61,22 @@ impl Store {
 
     /// Gives a folder's units a new local version, so it comes back where it was deleted.
     pub(super) fn restore_folder(&mut self, folder: &str) -> Result<Version, StoreError> {
+        let v = self.renew_versions(folder)?;
+        self.conn
+            .prepare_cached(
+                "UPDATE sync_units SET at = CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) \
+                 WHERE item = ?1",
+            )
+            .and_then(|mut s| s.execute([folder]))
+            .ctx(&self.path, "cannot restore a folder")?;
+        Ok(v)
+    }
+
+    /// Gives every unit of an item one new local version (one tick): the item as this store
+    /// holds it becomes a change made with everything the store knows, and so replaces, on
+    /// every store, any older version of its units this store has learned of but does not hold.
+    /// Each unit keeps the time it was last edited (for `newer-wins`, nobody edited it now).
+    pub(super) fn renew_versions(&mut self, item: &str) -> Result<Version, StoreError> {
         let tick: i64 = self
             .conn
             .query_row(
@@ -70,13 +86,9 @@ impl Store {
             )
             .ctx(&self.path, "cannot take a tick")?;
         self.conn
-            .prepare_cached(
-                "UPDATE sync_units SET r = 0, t = ?2, \
-                 at = CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) \
-                 WHERE item = ?1 AND unit IN (1, 2)",
-            )
-            .and_then(|mut s| s.execute(rusqlite::params![folder, tick]))
-            .ctx(&self.path, "cannot restore a folder")?;
+            .prepare_cached("UPDATE sync_units SET r = 0, t = ?2 WHERE item = ?1")
+            .and_then(|mut s| s.execute(rusqlite::params![item, tick]))
+            .ctx(&self.path, "cannot renew an item's versions")?;
         Ok(Version {
             replica: self.replica.clone(),
             tick: tick.max(0) as u64,

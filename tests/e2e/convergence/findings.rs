@@ -84,8 +84,7 @@ fn a_folder_sent_twice_while_it_waits_for_its_parent_reports_one_conflict() {
 /// knows the old one and skips it, and the deleting store knows the newer one and skips it:
 /// the two keep different values for good.
 #[test]
-#[ignore = "known bug: an item brought back over its tombstone can keep stale units"]
-fn bug_an_item_brought_back_over_its_tombstone_converges() {
+fn an_item_brought_back_over_its_tombstone_converges() {
     let (w, [a, b, c]) = three_stores();
     a.app()
         .execute_batch(
@@ -128,8 +127,7 @@ fn bug_an_item_brought_back_over_its_tombstone_converges() {
 /// it: a store that kept the item live (it won over the first delete) learns of the second
 /// delete from it and never receives it.
 #[test]
-#[ignore = "known bug: delete vs delete keeps the older tombstone and can leave an item live"]
-fn bug_a_second_delete_after_a_comeback_reaches_every_store() {
+fn a_second_delete_after_a_comeback_reaches_every_store() {
     let (w, [a, b, c]) = three_stores();
     a.app()
         .execute("INSERT INTO folders (id, name) VALUES ('F', 'f')", [])
