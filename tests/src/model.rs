@@ -427,13 +427,8 @@ impl Model {
     /// The store gives every unit of an item one new version (one tick), each unit keeping its
     /// time: the item as it holds it replaces older versions it knows of.
     fn renew(&mut self, dst: StoreIdx, id: &str) {
+        let ver = self.next(dst, 0).ver;
         let r = &mut self.replicas[dst];
-        r.tick += 1;
-        let ver = Ver {
-            store: dst,
-            tick: r.tick,
-        };
-        r.knowledge.insert(ver);
         if let Some(Item {
             state: State::Live(units),
             ..
