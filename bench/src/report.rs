@@ -176,8 +176,13 @@ fn machine() -> String {
             })
         })
         .unwrap_or_else(|| "unknown CPU".into());
+    let build = if cfg!(debug_assertions) {
+        ", DEBUG build: a smoke run, its timings mean nothing"
+    } else {
+        ", release build"
+    };
     format!(
-        "icsync-bench, {today}: {cores} cores ({cpu}), SQLite {}",
+        "icsync-bench, {today}: {cores} cores ({cpu}), SQLite {}{build}",
         rusqlite::version()
     )
 }
