@@ -1,0 +1,182 @@
+//! Writing the benchmark's mail as an application would: plain SQL on the store's public tables,
+//! with the store's triggers doing the change tracking; and the same rows written raw, the limit
+//! every sync is measured against.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use rusqlite::{params, Connection};
+use shared::store::{schema::PAGE_SIZE, Store};
+
+use crate::mail::{Mail, MailStream, Rng, FOLDERS};
+
+/// The seed of the benchmark's mail.
+pub const SEED: u64 = 2004;
+/// How many folders the source store holds.
+pub const FOLDER_COUNT: usize = FOLDERS.len();
+/// Rows per application transaction while filling the source store.
+const APP_TRANSACTION: usize = 10_000;
+
+/// What filling a store took.
+#[derive(Clone, Debug, Default)]
+pub struct Filled {
+    pub messages: usize,
+    /// Bytes of message data (ids, subjects, senders, headers, bodies).
+    pub bytes: u64,
+    pub took: Duration,
+}
+
+/// A connection configured as the store configures its own: 8 KiB pages, WAL, `synchronous =
+/// NORMAL`.
+pub fn open_like_the_store(path: &Path) -> Result<Connection> {
+    let conn = Connection::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    conn.execute_batch(&format!("PRAGMA page_size = {PAGE_SIZE};"))?;
+    conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
+    conn.execute_batch("PRAGMA synchronous = NORMAL;")?;
+    Ok(conn)
+}
+
+/// Creates the source store (its schema comes from `Store::open`) and fills it with the ten
+/// folders and `n` messages through the public tables, in application transactions of 10,000
+/// rows; the store's triggers give every row its version.
+pub fn source_store(path: &Path, n: usize) -> Result<(Filled, Vec<String>)> {
+    drop(Store::open(path).with_context(|| format!("cannot create {}", path.display()))?);
+    let mut conn = open_like_the_store(path)?;
+    let start = Instant::now();
+    let mut folder_ids: Vec<String> = Vec::new();
+    let tx = conn.transaction()?;
+    for (name, parent, _) in FOLDERS {
+        let parent_id = parent.and_then(|p| {
+            FOLDERS
+                .iter()
+                .position(|f| f.0 == p)
+                .and_then(|i| folder_ids.get(i).cloned())
+        });
+        let id: String = tx.query_row(
+            "INSERT INTO folders (parent_id, name) VALUES (?1, ?2) RETURNING id",
+            params![parent_id, name],
+            |r| r.get(0),
+        )?;
+        folder_ids.push(id);
+    }
+    tx.commit()?;
+    let mut filled = Filled::default();
+    let mut mail = MailStream::new(SEED).take(n).peekable();
+    while mail.peek().is_some() {
+        let tx = conn.transaction()?;
+        {
+            let mut insert = tx.prepare_cached(INSERT_MESSAGE)?;
+            for m in mail.by_ref().take(APP_TRANSACTION) {
+                insert_message(&mut insert, &m, &folder_ids[m.folder])?;
+                filled.messages += 1;
+                filled.bytes += m.data_len() as u64;
+            }
+        }
+        tx.commit()?;
+    }
+    filled.took = start.elapsed();
+    Ok((filled, folder_ids))
+}
+
+const INSERT_MESSAGE: &str = "INSERT INTO messages \
+    (id, folder_id, subject, sender, received_at, headers, body, is_read) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+
+fn insert_message(
+    insert: &mut rusqlite::CachedStatement<'_>,
+    m: &Mail,
+    folder_id: &str,
+) -> Result<()> {
+    insert.execute(params![
+        m.id,
+        folder_id,
+        m.subject,
+        m.sender,
+        m.received_at,
+        m.headers,
+        m.body,
+        m.is_read
+    ])?;
+    Ok(())
+}
+
+/// The limit: the same `n` rows inserted into a plain table of the same columns (its primary
+/// key, no other index, no trigger) in one transaction, same page size, journal and
+/// `synchronous`. Only the inserts and the commit are timed, not making up the mail.
+pub fn raw_limit(path: &Path, n: usize, folder_ids: &[String]) -> Result<Filled> {
+    let mut conn = open_like_the_store(path)?;
+    conn.execute_batch(
+        "CREATE TABLE messages (
+            id TEXT PRIMARY KEY NOT NULL, folder_id TEXT NOT NULL, subject TEXT NOT NULL,
+            sender TEXT NOT NULL, received_at INTEGER NOT NULL, headers TEXT NOT NULL,
+            body BLOB, is_read INTEGER NOT NULL)",
+    )?;
+    let mut filled = Filled::default();
+    let mut took = Duration::ZERO;
+    let start = Instant::now();
+    let tx = conn.transaction()?;
+    took += start.elapsed();
+    {
+        let mut insert = tx.prepare_cached(INSERT_MESSAGE)?;
+        for m in MailStream::new(SEED).take(n) {
+            let folder_id = &folder_ids[m.folder];
+            let start = Instant::now();
+            insert_message(&mut insert, &m, folder_id)?;
+            took += start.elapsed();
+            filled.messages += 1;
+            filled.bytes += m.data_len() as u64;
+        }
+    }
+    let start = Instant::now();
+    tx.commit()?;
+    took += start.elapsed();
+    filled.took = took;
+    Ok(filled)
+}
+
+/// The 300 changes of one round, made by an application on the source store: 100 content
+/// edits, 100 read-flag flips (each of distinct existing messages) and 100 new messages.
+pub fn three_hundred_changes(path: &Path, folder_ids: &[String], round: u64) -> Result<()> {
+    let mut conn = open_like_the_store(path)?;
+    let mut rng = Rng::new(SEED ^ (round + 1).wrapping_mul(0x5851_F42D_4C95_7F2D));
+    let mut stream = MailStream::new(SEED.wrapping_add(1000 + round));
+    let max_rowid: i64 = conn.query_row("SELECT max(rowid) FROM messages", [], |r| r.get(0))?;
+    let tx = conn.transaction()?;
+    {
+        let mut pick =
+            tx.prepare_cached("SELECT id FROM messages WHERE rowid >= ?1 ORDER BY rowid LIMIT 1")?;
+        let mut edit =
+            tx.prepare_cached("UPDATE messages SET subject = ?2, body = ?3 WHERE id = ?1")?;
+        let mut flip =
+            tx.prepare_cached("UPDATE messages SET is_read = 1 - is_read WHERE id = ?1")?;
+        let mut chosen = std::collections::HashSet::new();
+        while chosen.len() < 200 {
+            let rowid = 1 + rng.below(max_rowid.max(1) as usize) as i64;
+            let id: String = pick.query_row([rowid], |r| r.get(0))?;
+            if !chosen.insert(id.clone()) {
+                continue;
+            }
+            if chosen.len() <= 100 {
+                let subject = format!("{} (edited in round {round})", stream.subject());
+                let body = stream.body("again", 1200);
+                edit.execute(params![id, subject, body])?;
+            } else {
+                flip.execute([&id])?;
+            }
+        }
+        let mut insert = tx.prepare_cached(INSERT_MESSAGE)?;
+        for m in stream.by_ref().take(100) {
+            insert_message(&mut insert, &m, &folder_ids[m.folder])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// How many messages a store holds.
+pub fn message_count(path: &Path) -> Result<usize> {
+    let conn = Connection::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let n: i64 = conn.query_row("SELECT count(*) FROM messages", [], |r| r.get(0))?;
+    Ok(n.max(0) as usize)
+}

@@ -1,0 +1,188 @@
+//! The table: one column per N, as Markdown, so it can go into the README as printed.
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use crate::fill::Filled;
+use crate::procs::AgentRun;
+
+/// Everything measured at one N.
+pub struct Measured {
+    pub n: usize,
+    pub app_fill: Filled,
+    pub limit: Filled,
+    pub initial: AgentRun,
+    /// CPU time the synchronizer and the collector spent in the initial sync.
+    pub cpu: (Duration, Duration),
+    pub noop: Repeated,
+    pub changes: Repeated,
+    /// Peak RSS (VmHWM) of the synchronizer and the collector over all sessions.
+    pub rss: (u64, u64),
+    pub store_bytes: u64,
+}
+
+/// Repeated runs of one kind of session.
+#[derive(Default)]
+pub struct Repeated {
+    wall: Vec<Duration>,
+    session: Vec<Duration>,
+}
+
+impl Repeated {
+    pub fn push(&mut self, run: &AgentRun) {
+        self.wall.push(run.wall);
+        if let Some(s) = run.session {
+            self.session.push(s);
+        }
+    }
+}
+
+/// Median, min and max, in ms.
+fn spread(values: &[Duration]) -> String {
+    if values.is_empty() {
+        return "n/a".into();
+    }
+    let mut v: Vec<f64> = values.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+    v.sort_by(f64::total_cmp);
+    let median = v[v.len() / 2];
+    format!("{median:.0} ms ({:.0}–{:.0})", v[0], v[v.len() - 1])
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.2} s", d.as_secs_f64())
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+fn mb_per_s(bytes: u64, d: Duration) -> f64 {
+    bytes as f64 / 1e6 / d.as_secs_f64().max(1e-9)
+}
+
+fn count(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn n_label(n: usize) -> String {
+    match n {
+        n if n >= 1_000_000 && n.is_multiple_of(1_000_000) => format!("N = {}M", n / 1_000_000),
+        n if n >= 1_000 && n.is_multiple_of(1_000) => format!("N = {}k", n / 1_000),
+        n => format!("N = {n}"),
+    }
+}
+
+/// The whole report: the machine, then the table.
+pub fn render(columns: &[Measured], reps: usize) -> String {
+    let mut rows: Vec<(String, Vec<String>)> = Vec::new();
+    let mut row = |label: &str, f: &dyn Fn(&Measured) -> String| {
+        rows.push((label.to_string(), columns.iter().map(f).collect()));
+    };
+    row("messages (MB of message data)", &|m| {
+        format!("{} ({:.1} MB)", count(m.n), m.limit.bytes as f64 / 1e6)
+    });
+    row("**limit**: raw insert, one transaction", &|m| {
+        format!(
+            "{} · {:.0} MB/s",
+            secs(m.limit.took),
+            mb_per_s(m.limit.bytes, m.limit.took)
+        )
+    });
+    row("app fill of the source (through the triggers)", &|m| {
+        format!(
+            "{} · {:.1}× limit",
+            secs(m.app_fill.took),
+            ratio(m.app_fill.took, m.limit.took)
+        )
+    });
+    row("**initial sync**, `agent sync` wall", &|m| {
+        secs(m.initial.wall)
+    });
+    row("  session as recorded by the agent", &|m| {
+        m.initial.session.map_or("n/a".into(), secs)
+    });
+    row("  **ratio to the limit** (wall)", &|m| {
+        format!("**{:.1}×**", ratio(m.initial.wall, m.limit.took))
+    });
+    row("  messages/s", &|m| {
+        count((m.n as f64 / m.initial.wall.as_secs_f64().max(1e-9)) as usize)
+    });
+    row("  MB/s of message data", &|m| {
+        format!("{:.1}", mb_per_s(m.limit.bytes, m.initial.wall))
+    });
+    row("  CPU synchronizer / collector", &|m| {
+        format!("{} / {}", secs(m.cpu.0), secs(m.cpu.1))
+    });
+    row(
+        &format!("no-op session, median (min–max) of {reps}"),
+        &|m| spread(&m.noop.wall),
+    );
+    row("  as recorded by the agent", &|m| spread(&m.noop.session));
+    row(
+        &format!("300-change session, median (min–max) of {reps}"),
+        &|m| spread(&m.changes.wall),
+    );
+    row("  as recorded by the agent", &|m| {
+        spread(&m.changes.session)
+    });
+    row("peak RSS synchronizer", &|m| mib(m.rss.0));
+    row("peak RSS collector", &|m| mib(m.rss.1));
+    row("peak RSS agent (initial sync)", &|m| {
+        m.initial
+            .peak_rss
+            .map_or("n/a (needs /usr/bin/time)".into(), mib)
+    });
+    row("destination store file", &|m| mib(m.store_bytes));
+
+    let mut out = String::new();
+    let _ = writeln!(out, "{}", machine());
+    let _ = writeln!(out);
+    let header: Vec<String> = columns.iter().map(|m| n_label(m.n)).collect();
+    let _ = writeln!(out, "| | {} |", header.join(" | "));
+    let _ = writeln!(out, "|---|{}", "---:|".repeat(columns.len()));
+    for (label, values) in rows {
+        let _ = writeln!(out, "| {label} | {} |", values.join(" | "));
+    }
+    let _ = writeln!(
+        out,
+        "\nWall times include starting the agent process; \"recorded\" is the session's own start and end \
+         in the agent's state file (ms resolution). MB = 10^6 bytes of ids, subjects, senders, headers and bodies."
+    );
+    out
+}
+
+fn ratio(a: Duration, b: Duration) -> f64 {
+    a.as_secs_f64() / b.as_secs_f64().max(1e-9)
+}
+
+/// The date, the cores and the CPU model, and SQLite's version.
+fn machine() -> String {
+    let today = chrono::Utc::now().format("%Y-%m-%d");
+    let cores = std::thread::available_parallelism().map_or(0, |c| c.get());
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+            })
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let build = if cfg!(debug_assertions) {
+        ", DEBUG build: a smoke run, its timings mean nothing"
+    } else {
+        ", release build"
+    };
+    format!(
+        "icsync-bench, {today}: {cores} cores ({cpu}), SQLite {}{build}",
+        rusqlite::version()
+    )
+}
