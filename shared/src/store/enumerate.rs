@@ -62,18 +62,26 @@ impl Store {
         max_bytes: usize,
     ) -> Result<ExportBatch, StoreError> {
         let limit = limit.max(1);
-        // One read transaction per batch: the batch is a consistent snapshot.
+        self.reading(|store| store.fill_batch(cursor, made_with, dest, limit, max_bytes))
+    }
+
+    /// Runs `read` in one read transaction, so what it reads is a consistent snapshot (one per
+    /// batch of an export).
+    pub(super) fn reading<T>(
+        &mut self,
+        read: impl FnOnce(&mut Store) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         self.conn
             .execute_batch("BEGIN DEFERRED")
             .ctx(&self.path, "cannot begin reading")?;
-        let result = self.fill_batch(cursor, made_with, dest, limit, max_bytes);
+        let result = read(self);
         let end = self
             .conn
             .execute_batch("COMMIT")
             .ctx(&self.path, "cannot end reading");
-        let batch = result?;
+        let value = result?;
         end?;
-        Ok(batch)
+        Ok(value)
     }
 
     fn fill_batch(

@@ -136,17 +136,7 @@ impl Store {
         max_bytes: usize,
     ) -> Result<FullBatch, StoreError> {
         let limit = limit.max(1);
-        self.conn
-            .execute_batch("BEGIN DEFERRED")
-            .ctx(&self.path, "cannot begin reading")?;
-        let result = self.fill_full_batch(position, limit, max_bytes);
-        let end = self
-            .conn
-            .execute_batch("COMMIT")
-            .ctx(&self.path, "cannot end reading");
-        let batch = result?;
-        end?;
-        Ok(batch)
+        self.reading(|store| store.fill_full_batch(position, limit, max_bytes))
     }
 
     fn fill_full_batch(

@@ -109,18 +109,17 @@ fn the_same_edit_on_both_stores_is_no_conflict_and_ends_with_one_version() {
         .unwrap();
     let conflicts = converge(&mut a, &mut b, ConflictRule::Defer);
     assert!(conflicts.is_empty(), "{conflicts:?}");
-    let version = |app: &Connection| {
-        app.query_row(
-            "SELECT r.replica, u.t FROM sync_units u JOIN sync_replicas r ON r.idx = u.r \
-             WHERE u.item = 'm0' AND u.unit = 4",
-            [],
-            |r| Ok((r.get::<_, String>(0).ok(), r.get::<_, i64>(1)?)),
-        )
-        .unwrap_or((None, 0))
-    };
-    // Replica index 0 (the store itself) has no row in sync_replicas: compare the global ids.
-    let global = |store: &Store, app: &Connection| {
-        let (replica, t) = version(app);
+    // The read unit's version by global replica id (index 0, the store itself, has no row in
+    // sync_replicas).
+    let global = |store: &Store, app: &Connection| -> (String, i64) {
+        let (replica, t): (Option<String>, i64) = app
+            .query_row(
+                "SELECT r.replica, u.t FROM sync_units u LEFT JOIN sync_replicas r ON r.idx = u.r \
+                 WHERE u.item = 'm0' AND u.unit = 4",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
         (replica.unwrap_or_else(|| store.replica().to_string()), t)
     };
     assert_eq!(global(&a, &app_a), global(&b, &app_b));
