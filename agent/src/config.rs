@@ -1036,20 +1036,6 @@ fn build_partnership(
         },
     };
 
-    // Filtered and header-only sync are not built yet. Accepting the keys and syncing every
-    // folder, or every body, would do silently what the operator asked not to: refuse them.
-    if let Some(list) = &raw.folders {
-        problems.add(
-            list.span().start,
-            format!("{ctx}: folders: filtered sync is not available in this version; remove the key to synchronize every folder"),
-        );
-    }
-    if raw.bodies == Some(false) {
-        problems.add(
-            0,
-            format!("{ctx}: bodies = false: header-only sync is not available in this version; remove the key"),
-        );
-    }
     let folders = raw.folders.map(|list| {
         if list.get_ref().is_empty() {
             problems.add(
@@ -1063,11 +1049,8 @@ fn build_partnership(
         list.into_inner()
             .into_iter()
             .map(|f| {
-                if f.get_ref().trim().is_empty() {
-                    problems.add(
-                        f.span().start,
-                        format!("{ctx}: folders: an empty folder pattern"),
-                    );
+                if let Err(e) = shared::scope::FolderPattern::parse(f.get_ref()) {
+                    problems.add(f.span().start, format!("{ctx}: folders: {e}"));
                 }
                 f.into_inner()
             })
@@ -1274,12 +1257,12 @@ batch = 1
     }
 
     #[test]
-    fn keys_of_features_not_built_yet_are_refused_not_ignored() {
+    fn bad_values_of_optional_keys_are_refused_with_their_line() {
         for (extra, line, phrase) in [
             (
-                "folders = [\"Inbox\"]\n",
+                "folders = [\"Inbox\", \"Work//Projects\"]\n",
                 9,
-                "filtered sync is not available",
+                "folder pattern \"Work//Projects\" has an empty folder name",
             ),
             ("bodies = true\nbodies2 = 1\n", 10, "unknown key"),
         ] {
@@ -1302,6 +1285,20 @@ batch = 1
             (store.retention, store.max_body_bytes),
             (Some(Duration::from_secs(30 * 86_400)), Some(1024))
         );
+    }
+
+    #[test]
+    fn folders_and_bodies_scope_the_partnership() {
+        let config = parse(&with_partnership(
+            "name = \"p\"\nsource = \"laptop\"\ndestination = \"server\"\nevery = \"5m\"\nfolders = [\"Inbox\", \"Projects/**\"]\nbodies = false\n",
+        ))
+        .expect("parses");
+        let p = config.partnership("p").expect("p");
+        assert_eq!(
+            p.folders,
+            Some(vec!["Inbox".to_string(), "Projects/**".to_string()])
+        );
+        assert!(!p.bodies);
     }
 
     #[test]
@@ -1627,7 +1624,7 @@ batch = 1
                 "name = \"p\"\nsource = \"laptop\"\ndestination = \"server\"\nevery = \"5m\"\nfolders = []\n",
             ),
             14,
-            &["filtered sync is not available"],
+            &["folders = [] would synchronize nothing"],
         );
         expect_error(
             "state = \"a.db\"\nmax_sessions = 0\n[stores.a]\nsynchronizer = \"s\"\ncollector = \"c\"\n",

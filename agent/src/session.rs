@@ -20,6 +20,7 @@ use tracing::{info, instrument};
 use crate::config::{Config, ConflictPolicy, Direction, Partnership};
 use crate::lock::PairLock;
 use crate::state::{State, StateError};
+use shared::scope::Scope;
 
 /// Why a session did not complete.
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +84,10 @@ pub struct Leg {
     pub source: String,
     pub destination: String,
     pub rule: ConflictRule,
+    /// What the destination receives, if not everything (`folders`, `bodies`): the source to
+    /// destination leg only. The destination's own changes all travel back: it is the filtered
+    /// store, and the source keeps everything.
+    pub scope: Option<Scope>,
 }
 
 impl Leg {
@@ -104,16 +109,22 @@ pub fn legs(p: &Partnership) -> Vec<Leg> {
         ConflictPolicy::Merge => ConflictRule::Merge,
         ConflictPolicy::Defer => ConflictRule::Defer,
     };
+    let scope = Scope {
+        folders: p.folders.clone(),
+        bodies: p.bodies,
+    };
     let mut legs = vec![Leg {
         source: p.source.clone(),
         destination: p.destination.clone(),
         rule: rule(true),
+        scope: (!scope.is_everything()).then_some(scope),
     }];
     if p.direction == Direction::Both {
         legs.push(Leg {
             source: p.destination.clone(),
             destination: p.source.clone(),
             rule: rule(false),
+            scope: None,
         });
     }
     legs
@@ -307,6 +318,7 @@ async fn drive(
         resolutions: state
             .resolutions(&partnership.name)
             .map_err(LegError::State)?,
+        scope: leg.scope.clone(),
     }))
     .await?;
     loop {

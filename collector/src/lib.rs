@@ -13,11 +13,13 @@ use std::path::{Path, PathBuf};
 
 use shared::error::SessionError;
 use shared::ipc::{LocalStream, SocketListener};
+use shared::knowledge::{ReplicaId, Version};
+use shared::model::LeftChange;
 use shared::protocol::{
     accept_hello, BatchApplied, Connection, Message, ProtocolError, Role, SessionReady,
 };
 use shared::shutdown::Shutdown;
-use shared::store::{FullPosition, ImportSession, ItemChange, Store};
+use shared::store::{FullPosition, ImportSession, ItemChange, LeftScope, Store};
 use tracing::{info, instrument};
 
 /// The store's own limits on what it applies.
@@ -62,13 +64,30 @@ async fn import(
         Message::BeginSession(begin) => begin,
         other => return Err(unexpected("begin_session", &other)),
     };
+    let scope = begin.scope.filter(|s| !s.is_everything());
+    if let Some(scope) = &scope {
+        scope
+            .patterns()
+            .map_err(|e| ProtocolError::Malformed(format!("begin_session: {e}")))?;
+    }
+    let scope_key = scope.as_ref().map(|s| s.key());
     let mut session = ImportSession::new(begin.source.clone(), begin.made_with, begin.rule)
-        .with_resolutions(begin.resolutions);
-    let (knowledge, forgotten, resume) = tokio::task::block_in_place(|| {
+        .with_resolutions(begin.resolutions)
+        .with_scope(scope_key.clone());
+    let bodies = scope.as_ref().is_none_or(|s| s.bodies);
+    let (knowledge, forgotten, resume, scoped, lacks_bodies) = tokio::task::block_in_place(|| {
         Ok::<_, SessionError>((
             store.knowledge()?,
             store.forgotten_knowledge()?,
             store.full_position(&begin.source)?,
+            match &scope_key {
+                Some(key) => Some(store.scoped_knowledge(&begin.source, key)?),
+                None => None,
+            },
+            match bodies {
+                true => Some(store.headers_only_versions()?).filter(|k| !k.is_empty()),
+                false => None,
+            },
         ))
     })?;
     // Where the next full-enumeration batch must start.
@@ -78,9 +97,11 @@ async fn import(
         knowledge,
         forgotten,
         resume,
+        scoped,
+        lacks_bodies,
     }))
     .await?;
-    info!(source = %begin.source, rule = ?begin.rule, "session begins");
+    info!(source = %begin.source, rule = ?begin.rule, scope = scope_key.as_deref().unwrap_or("everything"), "session begins");
 
     let mut expected_seq = 1;
     loop {
@@ -110,6 +131,15 @@ async fn import(
             .map(|c| ItemChange::from_wire(c, &batch.replicas))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| ProtocolError::Malformed(format!("change batch {}: {e}", batch.seq)))?;
+        let left = left_scope(&batch.left, &batch.replicas)
+            .map_err(|e| ProtocolError::Malformed(format!("change batch {}: {e}", batch.seq)))?;
+        if !left.is_empty() && session.scope().is_none() {
+            return Err(ProtocolError::Malformed(format!(
+                "change batch {}: items that left a scope, in a session without one",
+                batch.seq
+            ))
+            .into());
+        }
         if let Some(range) = &batch.full {
             range.check(&full_at, &changes, batch.last).map_err(|e| {
                 ProtocolError::Malformed(format!("change batch {}: {e}", batch.seq))
@@ -133,6 +163,13 @@ async fn import(
                     &batch.learned,
                     batch.last,
                     range,
+                )?,
+                None if session.scope().is_some() => store.apply_scoped_batch(
+                    &mut session,
+                    changes,
+                    &left,
+                    &batch.learned,
+                    batch.last,
                 )?,
                 None => store.apply_batch(&mut session, changes, &batch.learned, batch.last)?,
             };
@@ -166,6 +203,36 @@ async fn import(
         .await?;
         expected_seq += 1;
     }
+}
+
+/// Reads the items that left the scope off the wire, checking their versions as a change's.
+fn left_scope(left: &[LeftChange], replicas: &[ReplicaId]) -> Result<Vec<LeftScope>, String> {
+    left.iter()
+        .map(|l| {
+            if l.id.is_empty() {
+                return Err("an item that left the scope has an empty id".to_string());
+            }
+            let versions = l
+                .versions
+                .iter()
+                .map(|v| match replicas.get(v.0 as usize) {
+                    Some(replica) if v.1 > 0 => Ok(Version {
+                        replica: replica.clone(),
+                        tick: v.1,
+                    }),
+                    _ => Err(format!(
+                        "item {} left the scope with version [{}, {}], which names no replica of \
+                         the batch or tick 0",
+                        l.id, v.0, v.1
+                    )),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(LeftScope {
+                id: l.id.clone(),
+                versions,
+            })
+        })
+        .collect()
 }
 
 fn unexpected(expected: &'static str, got: &Message) -> SessionError {

@@ -5,6 +5,8 @@
 //! - [`knowledge`]: versions (replica, tick) and knowledge ("A5, B4") — seed 004's metadata,
 //!   with seed 003's union / project / exclude. Pure data, no I/O.
 //! - [`model`]: folders and messages as they travel: items, change units, phases (seed 002).
+//! - [`scope`]: a partnership's scope — folder patterns and whether bodies travel (seed 001's
+//!   filter, seed 002's header download). Pure data.
 //! - [`store`]: the information store on SQLite — schema and inline change tracking, change
 //!   enumeration (seed 001) and the change applier (seed 003).
 //! - [`protocol`]: the wire — frames, the buffered connection, one module per message family.
@@ -23,5 +25,6 @@ pub mod knowledge;
 pub mod logging;
 pub mod model;
 pub mod protocol;
+pub mod scope;
 pub mod shutdown;
 pub mod store;

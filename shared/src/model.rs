@@ -162,13 +162,15 @@ impl Phase {
 
 /// A message body on the wire, keeping SQLite's storage class so a body arrives exactly as it was
 /// stored: `text` for a TEXT value, `utf8` for a BLOB whose bytes are UTF-8 (sent as a string,
-/// cheap to encode), `base64` for any other BLOB.
+/// cheap to encode), `base64` for any other BLOB. `"withheld"` is a body the source kept back
+/// (header-only sync, seed 002's header download): the destination holds the message without it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Body {
     Text(String),
     Utf8(String),
     Base64(String),
+    Withheld,
 }
 
 /// A body as SQLite stores it.
@@ -191,9 +193,15 @@ impl Body {
         }
     }
 
+    /// Whether the source kept the body back.
+    pub fn is_withheld(&self) -> bool {
+        matches!(self, Body::Withheld)
+    }
+
     /// The value to store, or why the base64 is bad.
     pub fn into_stored(self) -> Result<StoredBody, String> {
         match self {
+            Body::Withheld => Err("a withheld body has no value to store".into()),
             Body::Text(text) => Ok(StoredBody::Text(text)),
             Body::Utf8(text) => Ok(StoredBody::Blob(text.into_bytes())),
             Body::Base64(b64) => base64::engine::general_purpose::STANDARD
@@ -208,6 +216,7 @@ impl Body {
     pub fn sql_value(&self) -> Result<rusqlite::types::ToSqlOutput<'_>, String> {
         use rusqlite::types::{ToSqlOutput, Value, ValueRef};
         Ok(match self {
+            Body::Withheld => ToSqlOutput::Owned(Value::Null),
             Body::Text(text) => ToSqlOutput::Borrowed(ValueRef::Text(text.as_bytes())),
             Body::Utf8(text) => ToSqlOutput::Borrowed(ValueRef::Blob(text.as_bytes())),
             Body::Base64(b64) => ToSqlOutput::Owned(Value::Blob(
@@ -222,6 +231,7 @@ impl Body {
     pub fn wire_len(&self) -> usize {
         match self {
             Body::Text(t) | Body::Utf8(t) | Body::Base64(t) => t.len(),
+            Body::Withheld => 0,
         }
     }
 }
@@ -311,6 +321,15 @@ pub struct Change {
     pub kind: ItemKind,
     pub created: WireVersion,
     pub units: Vec<UnitChange>,
+}
+
+/// An item that left a scoped session's scope (seed 001's filter): the destination stops holding
+/// it. `versions` are the changes that took it out, in the batch's replica table.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeftChange {
+    pub id: String,
+    pub versions: Vec<WireVersion>,
 }
 
 impl Change {

@@ -17,7 +17,8 @@ use shared::protocol::{
 };
 use shared::shutdown::Shutdown;
 use shared::store::{
-    EnumerationCursor, ExportBatch, FullPosition, FullRange, ItemError, ReportedConflict, Store,
+    EnumerationCursor, ExportBatch, ExportScope, FullPosition, FullRange, ItemError,
+    ReportedConflict, Store,
 };
 use tracing::{info, instrument, warn};
 
@@ -80,6 +81,14 @@ async fn export(
         ))
         .into());
     }
+    // A scope that holds everything is no scope: the session runs as an unfiltered one.
+    let scope = request.scope.clone().filter(|s| !s.is_everything());
+    let patterns = match &scope {
+        Some(s) => s.patterns().map_err(|e| {
+            ProtocolError::Malformed(format!("sync request for {}: {e}", request.partnership))
+        })?,
+        None => Vec::new(),
+    };
     let (made_with, forgotten) = tokio::task::block_in_place(|| {
         Ok::<_, SessionError>((store.knowledge()?, store.forgotten_knowledge()?))
     })?;
@@ -89,6 +98,7 @@ async fn export(
             made_with: made_with.clone(),
             rule: request.rule,
             resolutions: request.resolutions.clone(),
+            scope: scope.clone(),
         }))
         .await?;
     let ready = match collector.recv_required("session_ready").await? {
@@ -110,7 +120,24 @@ async fn export(
     if regressed {
         warn!(destination = %ready.replica, "destination knows less than the agent recorded; sending what it lost");
     }
-    let mut mode = if ready.knowledge.is_superset_of(&forgotten) {
+    // A scoped session enumerates against what the destination holds and what it was told
+    // through this scope; it tells apart what the destination holds to send a folder's
+    // subtree when the folder enters the scope.
+    let mut export_scope = scope.as_ref().map(|s| ExportScope {
+        patterns,
+        bodies: s.bodies,
+        holds: ready.knowledge.clone(),
+    });
+    let mut promised = match &ready.lacks_bodies {
+        Some(lacks) => ready.knowledge.difference(lacks),
+        None => ready.knowledge.clone(),
+    };
+    if let (Some(_), Some(scoped)) = (&export_scope, &ready.scoped) {
+        promised.union_with(scoped);
+    }
+    // A scoped destination's own knowledge lacks what lies outside its scope; what it was told
+    // through the scope counts too.
+    let mode = if promised.is_superset_of(&forgotten) {
         Mode::Incremental(EnumerationCursor::default())
     } else {
         info!(
@@ -127,15 +154,17 @@ async fn export(
     let mut dest: Knowledge = ready.knowledge;
     let mut conflicts: Vec<ReportedConflict> = Vec::new();
     let mut errors: Vec<ItemError> = Vec::new();
-    let batch_size = request.batch.max(1) as usize;
+    let mut enumeration = Enumeration {
+        mode,
+        made_with: &made_with,
+        forgotten: &forgotten,
+        batch_size: request.batch.max(1) as usize,
+    };
     // What the destination knows once every batch sent so far is acknowledged: the next batch
     // is read against it while the collector still applies the previous one (pipelining). The
     // agent still hears of a batch only after its success message.
-    let mut promised = dest.clone();
     let mut next = Some(tokio::task::block_in_place(|| {
-        next_batch(
-            store, &mut mode, &made_with, &promised, &forgotten, batch_size,
-        )
+        enumeration.next(store, &promised, export_scope.as_ref())
     })?);
     while let Some((batch, range)) = next.take() {
         if shutdown.is_shutdown() {
@@ -149,8 +178,13 @@ async fn export(
             let now_forgotten = tokio::task::block_in_place(|| store.forgotten_knowledge())?;
             made_with.difference(&now_forgotten.difference(&forgotten))
         } else {
-            made_with.project(batch.versions.iter())
+            made_with.project(batch.versions.iter().chain(&batch.left_versions))
         };
+        if let Some(scope) = export_scope.as_mut() {
+            scope
+                .holds
+                .union_with(&learned.project(batch.versions.iter()));
+        }
         stats.batches += 1;
         stats.sent += batch.changes.len() as u64;
         stats.bytes += batch.payload_bytes as u64;
@@ -167,13 +201,12 @@ async fn export(
                 learned,
                 last: done,
                 full: range,
+                left: batch.left,
             }))
             .await?;
         if !done {
             next = Some(tokio::task::block_in_place(|| {
-                next_batch(
-                    store, &mut mode, &made_with, &promised, &forgotten, batch_size,
-                )
+                enumeration.next(store, &promised, export_scope.as_ref())
             })?);
         }
         // The agent sends nothing after its request: anything from it while a batch is out,
@@ -245,6 +278,33 @@ enum Mode {
     Full(FullPosition),
 }
 
+/// What a session enumerates with, batch after batch.
+struct Enumeration<'a> {
+    mode: Mode,
+    made_with: &'a Knowledge,
+    forgotten: &'a Knowledge,
+    batch_size: usize,
+}
+
+impl Enumeration<'_> {
+    fn next(
+        &mut self,
+        store: &mut Store,
+        dest: &Knowledge,
+        scope: Option<&ExportScope>,
+    ) -> Result<(ExportBatch, Option<FullRange>), SessionError> {
+        next_batch(
+            store,
+            &mut self.mode,
+            self.made_with,
+            dest,
+            self.forgotten,
+            scope,
+            self.batch_size,
+        )
+    }
+}
+
 /// The session's next batch, with its id range in a full enumeration.
 fn next_batch(
     store: &mut Store,
@@ -252,11 +312,22 @@ fn next_batch(
     made_with: &Knowledge,
     dest: &Knowledge,
     forgotten: &Knowledge,
+    scope: Option<&ExportScope>,
     batch_size: usize,
 ) -> Result<(ExportBatch, Option<FullRange>), SessionError> {
     match mode {
         Mode::Incremental(cursor) => Ok((
-            store.next_batch(cursor, made_with, dest, batch_size, MAX_BATCH_BYTES)?,
+            match scope {
+                Some(scope) => store.next_scoped_batch(
+                    cursor,
+                    made_with,
+                    dest,
+                    scope,
+                    batch_size,
+                    MAX_BATCH_BYTES,
+                )?,
+                None => store.next_batch(cursor, made_with, dest, batch_size, MAX_BATCH_BYTES)?,
+            },
             None,
         )),
         Mode::Full(position) => {

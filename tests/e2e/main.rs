@@ -11,6 +11,7 @@ mod daemon_sessions;
 mod malformed;
 mod repair;
 mod retention;
+mod scoped;
 mod seed_004;
 mod sockets;
 mod two_way;

@@ -4,25 +4,7 @@
 
 use std::process::Command;
 
-use icsync_e2e::{bin, count, fill_inbox, public_rows, World};
-
-fn ids(app: &rusqlite::Connection, sql: &str) -> Vec<String> {
-    app.prepare(sql)
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
-}
-
-/// The `sent` count of every leg's completion line, in order.
-fn sent_per_leg(agent_output: &str) -> Vec<u64> {
-    agent_output
-        .lines()
-        .filter_map(|l| l.split("completed: ").nth(1))
-        .filter_map(|l| l.split(' ').next()?.parse().ok())
-        .collect()
-}
+use icsync_e2e::{bin, count, fill_inbox, ids, public_rows, sent_per_leg, World};
 
 /// `synchronizer cleanup --store PATH --retention 0s`, which must succeed; returns its stdout.
 fn cleanup_now(w: &World, store: &str) -> String {

@@ -544,3 +544,22 @@ pub fn redact(text: &str, w: &World) -> String {
     }
     s
 }
+
+/// The `sent` count of every leg's completion line of `agent sync`, in order.
+pub fn sent_per_leg(agent_output: &str) -> Vec<u64> {
+    agent_output
+        .lines()
+        .filter_map(|l| l.split("completed: ").nth(1))
+        .filter_map(|l| l.split(' ').next()?.parse().ok())
+        .collect()
+}
+
+/// The first column of every row `sql` returns, as text.
+pub fn ids(app: &Connection, sql: &str) -> Vec<String> {
+    app.prepare(sql)
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}

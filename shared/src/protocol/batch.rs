@@ -4,7 +4,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::knowledge::{Knowledge, ReplicaId};
-use crate::model::{Change, Phase};
+use crate::model::{Change, LeftChange, Phase};
+use crate::scope::Scope;
 use crate::store::{
     ConflictRule, FullPosition, FullRange, ItemError, ReportedConflict, Resolution,
 };
@@ -21,6 +22,10 @@ pub struct BeginSession {
     /// Operators' choices for conflicts deferred earlier; they override `rule` where they apply.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resolutions: Vec<Resolution>,
+    /// A scoped session (filtered or header-only): the destination answers with its scoped
+    /// knowledge of this source and applies batches as scoped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<Scope>,
 }
 
 /// collector → synchronizer: what the destination really knows (seed 004: "Ziel bereitet
@@ -36,6 +41,15 @@ pub struct SessionReady {
     /// synchronizer that never runs full enumerations still reads the message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resume: Option<FullPosition>,
+    /// In a scoped session: what the destination knows of the source through this scope (what
+    /// it was sent, and what it was told lies outside). The source enumerates against it and
+    /// `knowledge` together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scoped: Option<Knowledge>,
+    /// The content versions of messages the destination holds without their body, when the
+    /// session may send bodies: the source sends those messages again, bodies included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lacks_bodies: Option<Knowledge>,
 }
 
 /// synchronizer → collector: one batch of changes (seed 001 GetChangeBatch).
@@ -58,6 +72,10 @@ pub struct ChangeBatch {
     /// rather than apply it as incremental.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub full: Option<FullRange>,
+    /// Scoped sessions: items that left the scope; the destination stops holding them. Their
+    /// versions index `replicas`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub left: Vec<LeftChange>,
 }
 
 /// collector → synchronizer: the success message for one batch, sent after its commit.

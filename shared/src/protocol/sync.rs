@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::knowledge::Knowledge;
 use crate::model::Phase;
+use crate::scope::Scope;
 use crate::store::{ConflictRule, ItemError, ReportedConflict, Resolution};
 
 /// agent → synchronizer: run one session from this store to the collector at `collector`.
@@ -30,6 +31,10 @@ pub struct SyncRequest {
     /// collector.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resolutions: Vec<Resolution>,
+    /// What the destination receives, if not everything: the partnership's `folders` and
+    /// `bodies` (source to destination only; the destination's own changes all travel back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<Scope>,
 }
 
 /// synchronizer → agent: after every batch the collector acknowledged.

@@ -29,33 +29,51 @@ fn hello_is_one_flat_json_object() {
 #[test]
 fn a_change_batch_reads_back_as_written_whether_type_comes_first_or_not() {
     use crate::knowledge::Knowledge;
-    use crate::model::{Body, Change, ItemKind, Phase, UnitChange, UnitValue, WireVersion};
+    use crate::model::{
+        Body, Change, ItemKind, LeftChange, Phase, UnitChange, UnitValue, WireVersion,
+    };
+    let content = |body| UnitValue::Content {
+        subject: "s".into(),
+        sender: "x".into(),
+        received_at: 1,
+        headers: String::new(),
+        body: Some(body),
+    };
     let batch = Message::ChangeBatch(ChangeBatch {
         seq: 3,
         phase: Phase::Contents,
         replicas: vec!["a".into()],
-        changes: vec![Change {
-            id: "m1".into(),
-            kind: ItemKind::Message,
-            created: WireVersion(0, 1),
-            units: vec![UnitChange {
-                version: WireVersion(0, 2),
-                at: 5,
-                value: UnitValue::Content {
-                    subject: "s".into(),
-                    sender: "x".into(),
-                    received_at: 1,
-                    headers: String::new(),
-                    body: Some(Body::Text("b".repeat(3000))),
-                },
-            }],
-        }],
+        changes: ["m1", "m2"]
+            .into_iter()
+            .map(|id| Change {
+                id: id.into(),
+                kind: ItemKind::Message,
+                created: WireVersion(0, 1),
+                units: vec![UnitChange {
+                    version: WireVersion(0, 2),
+                    at: 5,
+                    value: content(match id {
+                        "m1" => Body::Text("b".repeat(3000)),
+                        _ => Body::Withheld,
+                    }),
+                }],
+            })
+            .collect(),
         learned: Knowledge::new(),
         last: false,
         full: None,
+        left: vec![LeftChange {
+            id: "m9".into(),
+            versions: vec![WireVersion(0, 7)],
+        }],
     });
     let json = serde_json::to_string(&batch).unwrap();
     assert!(json.starts_with(r#"{"type":"change_batch","#), "{json}");
+    assert!(json.contains(r#""body":"withheld""#), "{json}");
+    assert!(
+        json.contains(r#""left":[{"id":"m9","versions":[[0,7]]}]"#),
+        "{json}"
+    );
     assert_eq!(serde_json::from_str::<Message>(&json).unwrap(), batch);
     // The same object with `type` last.
     let mut object: serde_json::Map<String, serde_json::Value> =

@@ -62,6 +62,15 @@ pub struct ImportSession {
     pub(crate) excluded: std::collections::HashSet<Version>,
     /// Items that failed in this session: an item enumerated again in a later phase fails once.
     failed: std::collections::HashSet<String>,
+    /// Versions the store does not claim although the session carried them (`scoped`): content
+    /// applied without its body, changes that left the scope, items it stopped holding. They
+    /// stay out of the store's knowledge, so a session that carries them whole sends them again.
+    pub(crate) unclaimed: Knowledge,
+    /// What the session carried so far (scoped sessions): the store claims no more of the
+    /// source's knowledge than this.
+    pub(crate) carried: Knowledge,
+    /// The key of the session's scope ([`crate::scope::Scope::key`]), if it has one.
+    pub(crate) scope: Option<String>,
 }
 
 impl ImportSession {
@@ -74,7 +83,21 @@ impl ImportSession {
             pending: Default::default(),
             excluded: Default::default(),
             failed: Default::default(),
+            unclaimed: Knowledge::new(),
+            carried: Knowledge::new(),
+            scope: None,
         }
+    }
+
+    /// A scoped session (filtered or header-only): batches are applied with
+    /// [`Store::apply_scoped_batch`].
+    pub fn with_scope(mut self, scope: Option<String>) -> ImportSession {
+        self.scope = scope;
+        self
+    }
+
+    pub fn scope(&self) -> Option<&str> {
+        self.scope.as_deref()
     }
 
     /// The operators' resolutions this session applies when it meets their conflicts.
@@ -85,7 +108,12 @@ impl ImportSession {
 }
 
 /// Work done inside an import transaction before the learned knowledge is saved.
-pub(crate) type BeforeSave<'a> = dyn FnMut(&mut Store, &ImportSession, &mut Knowledge, &mut ApplyOutcome) -> Result<(), StoreError>
+pub(crate) type BeforeSave<'a> = dyn FnMut(
+        &mut Store,
+        &mut ImportSession,
+        &mut Knowledge,
+        &mut ApplyOutcome,
+    ) -> Result<(), StoreError>
     + 'a;
 
 /// What became of one item.
@@ -257,6 +285,9 @@ impl Store {
             learned.exclude(v);
         }
         before_save(self, session, &mut learned, &mut outcome)?;
+        if !session.unclaimed.is_empty() {
+            learned = learned.difference(&session.unclaimed);
+        }
         self.save_learned(&learned)?;
         outcome.knowledge = self.knowledge()?;
         Ok(outcome)
@@ -348,7 +379,7 @@ impl Store {
         change: &ItemChange,
         report: &mut ItemReport,
     ) -> Result<Step, StoreError> {
-        if change.versions().all(|v| known.contains(v)) {
+        if change.versions().all(|v| known.contains(v)) && !self.fills_in(change)? {
             return Ok(Step::Skipped);
         }
         let local = self.local_item(&change.id)?;
@@ -570,6 +601,13 @@ impl Store {
         let mut current: Option<ItemChange> = None;
         for incoming in &change.units {
             let unit = incoming.value.unit();
+            if unit == Unit::Content && self.fills_in(change)? {
+                // A header-only copy meeting its body: the body fills in.
+                if local.unit(unit).is_some_and(|l| l.1 == incoming.version) {
+                    take.push(incoming);
+                    continue;
+                }
+            }
             if known.contains(&incoming.version) {
                 continue;
             }
@@ -756,6 +794,9 @@ impl Store {
                 change.id
             )));
         };
+        if body.as_ref().is_some_and(|b| b.is_withheld()) {
+            self.mark_headers_only(&change.id, true)?;
+        }
         let body = self.body_value(&change.id, body.as_ref())?;
         self.conn
             .prepare_cached(
@@ -817,6 +858,7 @@ impl Store {
                 headers,
                 body,
             } => {
+                self.mark_headers_only(id, body.as_ref().is_some_and(|b| b.is_withheld()))?;
                 let body = self.body_value(id, body.as_ref())?;
                 self.conn
                     .prepare_cached(
@@ -989,6 +1031,13 @@ pub(super) fn parent_of(value: &UnitValue) -> Option<&str> {
         UnitValue::Location { folder_id } => Some(folder_id),
         _ => None,
     }
+}
+
+/// Whether a change is a message's content arriving without its body.
+pub(super) fn is_withheld(change: &ItemChange) -> bool {
+    change.units.iter().any(
+        |u| matches!(&u.value, UnitValue::Content { body: Some(body), .. } if body.is_withheld()),
+    )
 }
 
 pub(super) fn kind_name(kind: ItemKind) -> &'static str {

@@ -8,13 +8,13 @@
 //! session started with (`made_with`) are left for the next session: the batch's learned
 //! knowledge then says exactly what it carries.
 
-use std::collections::HashSet;
-
 use super::error::SqlContext;
-use super::items::{ItemChange, ReplicaTable};
+use super::items::ItemChange;
+pub use super::scoped_export::ExportScope;
+use super::scoped_export::{Expansion, Filler};
 use super::{Store, StoreError};
 use crate::knowledge::{Knowledge, ReplicaId, TickSet, Version};
-use crate::model::{Change, Phase};
+use crate::model::{Change, LeftChange, Phase};
 
 /// Where an enumeration stands between batches: the phase, the replica (by position in the
 /// session's sorted replica list) and the last tick looked at.
@@ -23,6 +23,11 @@ pub struct EnumerationCursor {
     phase: usize,
     replica: usize,
     after: u64,
+    /// A folder of a scoped session whose subtree is being sent.
+    pub(super) expansion: Option<Expansion>,
+    /// Folders a scoped session sent with their subtrees: one whose versions are still held
+    /// back (its subtree unfinished) is not sent twice.
+    pub(super) expanded: std::collections::HashSet<String>,
 }
 
 impl EnumerationCursor {
@@ -31,7 +36,7 @@ impl EnumerationCursor {
     }
 
     pub fn is_done(&self) -> bool {
-        self.phase >= Phase::ALL.len()
+        self.phase >= Phase::ALL.len() && self.expansion.is_none()
     }
 }
 
@@ -43,12 +48,16 @@ pub struct ExportBatch {
     pub replicas: Vec<ReplicaId>,
     pub changes: Vec<Change>,
     pub versions: Vec<Version>,
+    /// Items that left the session's scope (scoped sessions only).
+    pub left: Vec<LeftChange>,
+    /// The versions of the changes that made them leave.
+    pub left_versions: Vec<Version>,
     pub payload_bytes: usize,
     pub done: bool,
 }
 
 /// How many index rows one query reads at a time.
-const CHUNK: i64 = 512;
+pub(super) const CHUNK: i64 = 512;
 
 impl Store {
     /// The next batch of at most `limit` items (and about `max_bytes` of values) whose versions
@@ -62,7 +71,10 @@ impl Store {
         max_bytes: usize,
     ) -> Result<ExportBatch, StoreError> {
         let limit = limit.max(1);
-        self.reading(|store| store.fill_batch(cursor, made_with, dest, limit, max_bytes))
+        self.reading(|store| {
+            let filler = Filler::new(store, None, limit, max_bytes)?;
+            store.fill_batch(filler, cursor, made_with, dest)
+        })
     }
 
     /// Runs `read` in one read transaction, so what it reads is a consistent snapshot (one per
@@ -84,23 +96,44 @@ impl Store {
         Ok(value)
     }
 
-    fn fill_batch(
+    /// [`Store::next_batch`] for a scoped session: what lies outside `scope` goes as a notice
+    /// that it left, bodies are withheld if the scope says so, and a folder that is in scope
+    /// brings along what lies below it that the destination does not hold yet (it may just
+    /// have entered the scope).
+    pub fn next_scoped_batch(
         &mut self,
         cursor: &mut EnumerationCursor,
         made_with: &Knowledge,
         dest: &Knowledge,
+        scope: &ExportScope,
         limit: usize,
         max_bytes: usize,
     ) -> Result<ExportBatch, StoreError> {
+        let limit = limit.max(1);
+        self.reading(|store| {
+            let filler = Filler::new(store, Some(scope), limit, max_bytes)?;
+            store.fill_batch(filler, cursor, made_with, dest)
+        })
+    }
+
+    fn fill_batch(
+        &mut self,
+        mut filler: Filler<'_>,
+        cursor: &mut EnumerationCursor,
+        made_with: &Knowledge,
+        dest: &Knowledge,
+    ) -> Result<ExportBatch, StoreError> {
         let replicas: Vec<ReplicaId> = made_with.replicas().cloned().collect();
         let mut batch_phase: Option<Phase> = None;
-        let mut table = ReplicaTable::default();
-        let mut seen = HashSet::new();
-        let mut changes = Vec::new();
-        let mut versions = Vec::new();
-        let mut bytes = 0usize;
+        if cursor.expansion.is_some() {
+            self.expand(&mut filler, cursor)?;
+            batch_phase = cursor.phase();
+        }
 
         'phases: while let Some(phase) = cursor.phase() {
+            if filler.is_full() {
+                break;
+            }
             // A batch stays within one phase, so a batch's phase is what progress shows.
             if batch_phase.is_some_and(|bp| bp != phase) {
                 break;
@@ -142,7 +175,7 @@ impl Store {
             for (item, t) in rows {
                 let t = t.max(0) as u64;
                 cursor.after = t;
-                if !missing.contains(t) || !seen.insert(item.clone()) {
+                if !missing.contains(t) || filler.seen.contains(&item) {
                     continue;
                 }
                 let Some(change) = self.read_item_change(&item)? else {
@@ -152,11 +185,9 @@ impl Store {
                 if change.versions().all(|v| dest.contains(v)) {
                     continue;
                 }
-                bytes += approximate_size(&change);
-                versions.extend(change.versions().cloned());
-                changes.push(change.to_wire(&mut table));
                 batch_phase.get_or_insert(phase);
-                if changes.len() >= limit || bytes >= max_bytes {
+                self.admit(&mut filler, cursor, change)?;
+                if filler.is_full() {
                     break 'phases;
                 }
             }
@@ -164,16 +195,12 @@ impl Store {
                 cursor.after = to;
             }
         }
-        Ok(ExportBatch {
-            phase: batch_phase
+        Ok(filler.finish(
+            batch_phase
                 .or(cursor.phase())
                 .unwrap_or(Phase::FolderDeletes),
-            replicas: table.into_ids(),
-            changes,
-            versions,
-            payload_bytes: bytes,
-            done: cursor.is_done(),
-        })
+            cursor.is_done(),
+        ))
     }
 }
 

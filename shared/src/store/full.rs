@@ -185,6 +185,8 @@ impl Store {
                 replicas: table.into_ids(),
                 changes,
                 versions,
+                left: Vec::new(),
+                left_versions: Vec::new(),
                 payload_bytes: bytes,
                 done,
             },

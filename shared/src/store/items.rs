@@ -128,6 +128,9 @@ impl ItemChange {
                 body: Some(body), ..
             } = &u.value
             {
+                if body.is_withheld() {
+                    continue;
+                }
                 if let Err(e) = body.clone().into_stored() {
                     return Err(format!("item {}: {e}", item.id));
                 }

@@ -21,6 +21,8 @@ mod full;
 mod items;
 mod limits;
 pub mod schema;
+mod scoped;
+mod scoped_export;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -31,11 +33,12 @@ use serde::Serialize;
 pub use apply::{ApplyOutcome, ImportSession, ItemError};
 pub use cleanup::{CleanupReport, Retention};
 pub use conflict::{ConflictRule, Outcome, ReportedConflict, Resolution};
-pub use enumerate::{EnumerationCursor, ExportBatch};
+pub use enumerate::{EnumerationCursor, ExportBatch, ExportScope};
 pub use error::StoreError;
 pub use full::{FullBatch, FullPosition, FullRange};
 pub use items::{ItemChange, LocalItem, UnitState};
 pub use limits::{body_size, human_size};
+pub use scoped::LeftScope;
 
 use crate::knowledge::{Knowledge, ReplicaId, Version};
 use error::SqlContext;

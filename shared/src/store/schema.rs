@@ -23,7 +23,7 @@ pub const APPLICATION_ID: i64 = 0x6963_7379;
 pub const PAGE_SIZE: i64 = 8192;
 
 /// The migrations, in order; `MIGRATIONS[i]` takes `user_version` i to i + 1.
-pub const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2];
+pub const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3];
 
 /// The schema version this build writes and understands.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -230,6 +230,38 @@ CREATE TABLE sync_full_drops (
     item   TEXT NOT NULL,
     PRIMARY KEY (source, item)
 ) WITHOUT ROWID;
+"#;
+
+/// Filtered and header-only sync (seed 001's filter, seed 002's header download).
+const MIGRATION_3: &str = r#"
+-- What this store knows of a source *through a scope* (a partnership's folders and bodies): the
+-- changes it was sent, and the ones it was told lie outside the scope. Read only by sessions of
+-- that scope; the store's own knowledge claims only what it holds.
+CREATE TABLE sync_scoped_knowledge (
+    source    TEXT NOT NULL,
+    scope     TEXT NOT NULL,
+    knowledge TEXT NOT NULL,
+    PRIMARY KEY (source, scope)
+) WITHOUT ROWID;
+
+-- Messages held without their body (header-only sync). Their content version is not part of the
+-- store's knowledge, so a session with bodies sends it again, and the body with it.
+CREATE TABLE sync_headers_only (
+    item TEXT PRIMARY KEY NOT NULL
+) WITHOUT ROWID;
+
+-- A header-only copy has no body to edit: its content changes only by sync, so every content
+-- version comes from a store that holds the body.
+CREATE TRIGGER messages_headers_only_content BEFORE UPDATE ON messages
+WHEN (SELECT applying FROM sync_state WHERE id = 1) = 0
+ AND (OLD.subject IS NOT NEW.subject OR OLD.sender IS NOT NEW.sender
+      OR OLD.received_at IS NOT NEW.received_at OR OLD.headers IS NOT NEW.headers
+      OR OLD.body IS NOT NEW.body)
+ AND EXISTS (SELECT 1 FROM sync_headers_only WHERE item = NEW.id)
+BEGIN SELECT RAISE(ABORT, 'icsync: this message is a header-only copy (bodies = false); its content changes only where the body is held'); END;
+
+CREATE TRIGGER messages_headers_only_gone AFTER DELETE ON messages
+BEGIN DELETE FROM sync_headers_only WHERE item = OLD.id; END;
 "#;
 
 /// The SQL of migration `index` (0-based) with its placeholders filled in.
