@@ -51,7 +51,7 @@ fn both_stores_hold_all_five_items_and_know_a5_b4() {
         .app()
         .query_row(
             "SELECT r.replica, u.t FROM sync_units u JOIN sync_replicas r ON r.idx = u.r \
-             WHERE u.item = 'I1' AND u.unit = 1",
+             JOIN sync_items i ON i.rid = u.item WHERE i.id = 'I1' AND u.unit = 1",
             [],
             |row| Ok((row.get(0)?, row.get(1)?)),
         )
@@ -122,7 +122,8 @@ fn newer_wins_settles_the_conflict_the_same_way_on_both_stores() {
     let a_at: i64 = a
         .app()
         .query_row(
-            "SELECT at FROM sync_units WHERE item = 'I2' AND unit = 1",
+            "SELECT u.at FROM sync_units u JOIN sync_items i ON i.rid = u.item \
+             WHERE i.id = 'I2' AND u.unit = 1",
             [],
             |r| r.get(0),
         )

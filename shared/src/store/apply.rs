@@ -407,7 +407,7 @@ impl Store {
                     _ => None,
                 };
                 if let Some(incoming) = newer_delete {
-                    self.write_unit_version(&change.id, incoming)?;
+                    self.write_unit_version(local.rid, incoming)?;
                 }
                 Ok(Step::Applied)
             }
@@ -698,7 +698,7 @@ impl Store {
         }
         for u in &writes {
             self.write_unit_value(change, &u.value)?;
-            self.write_unit_version(&change.id, u)?;
+            self.write_unit_version(local.rid, u)?;
         }
         if change.kind == ItemKind::Folder && !writes.is_empty() {
             self.rename_same_name(&change.id, report)?;
@@ -740,29 +740,21 @@ impl Store {
             }
             ItemKind::Message => self.insert_message(change)?,
         }
-        let created_r = self.ensure_index(&change.created.replica)?;
-        self.conn
-            .prepare_cached(
-                "INSERT OR REPLACE INTO sync_items (id, kind, created_r, created_t, deleted_at) \
-                 VALUES (?1, ?2, ?3, ?4, NULL)",
-            )
-            .and_then(|mut s| {
-                s.execute(rusqlite::params![
-                    change.id,
-                    change.kind.code(),
-                    created_r,
-                    change.created.tick as i64
-                ])
-            })
-            .ctx(&self.path, "cannot record an item")?;
+        // An item brought back over its tombstone keeps its row (and rid): its units are
+        // replaced, its creation version is the incoming one.
+        let rid = self.record_item(
+            change,
+            "INSERT INTO sync_items (id, kind, created_r, created_t, deleted_at) \
+             VALUES (?1, ?2, ?3, ?4, NULL) \
+             ON CONFLICT(id) DO UPDATE SET kind = excluded.kind, \
+             created_r = excluded.created_r, created_t = excluded.created_t, deleted_at = NULL \
+             RETURNING rid",
+        )?;
         if !fresh {
-            self.conn
-                .prepare_cached("DELETE FROM sync_units WHERE item = ?1")
-                .and_then(|mut s| s.execute([&change.id]))
-                .ctx(&self.path, "cannot record an item")?;
+            self.delete_units(rid)?;
         }
         for u in &change.units {
-            self.write_unit_version(&change.id, u)?;
+            self.write_unit_version(rid, u)?;
         }
         if change.kind == ItemKind::Folder {
             self.rename_same_name(&change.id, report)?;
@@ -889,9 +881,10 @@ impl Store {
         result.map(|_| ()).ctx(&self.path, "cannot write an item")
     }
 
+    /// Records a unit's version for the item at `rid` (its row in `sync_items`).
     pub(super) fn write_unit_version(
         &mut self,
-        item: &str,
+        item: i64,
         u: &UnitState,
     ) -> Result<(), StoreError> {
         let r = self.ensure_index(&u.version.replica)?;
@@ -920,27 +913,44 @@ impl Store {
         let Some(deletion) = change.units.first() else {
             return Ok(());
         };
+        let rid = self.record_item(
+            change,
+            "INSERT INTO sync_items (id, kind, created_r, created_t, deleted_at) \
+             VALUES (?1, ?2, ?3, ?4, CAST(strftime('%s', 'now') AS INTEGER)) \
+             ON CONFLICT(id) DO UPDATE SET deleted_at = CAST(strftime('%s', 'now') AS INTEGER) \
+             RETURNING rid",
+        )?;
+        self.delete_units(rid)?;
+        self.write_unit_version(rid, deletion)
+    }
+
+    /// Writes an item's `sync_items` row with `sql`, which binds (id, kind, created replica index,
+    /// created tick) and returns the row's rid.
+    fn record_item(&mut self, change: &ItemChange, sql: &str) -> Result<i64, StoreError> {
         let created_r = self.ensure_index(&change.created.replica)?;
         self.conn
-            .prepare_cached(
-                "INSERT INTO sync_items (id, kind, created_r, created_t, deleted_at) \
-                 VALUES (?1, ?2, ?3, ?4, CAST(strftime('%s', 'now') AS INTEGER)) \
-                 ON CONFLICT(id) DO UPDATE SET deleted_at = CAST(strftime('%s', 'now') AS INTEGER)",
-            )
+            .prepare_cached(sql)
             .and_then(|mut s| {
-                s.execute(rusqlite::params![
-                    change.id,
-                    change.kind.code(),
-                    created_r,
-                    change.created.tick as i64
-                ])
+                s.query_row(
+                    rusqlite::params![
+                        change.id,
+                        change.kind.code(),
+                        created_r,
+                        change.created.tick as i64
+                    ],
+                    |r| r.get(0),
+                )
             })
-            .ctx(&self.path, "cannot record a tombstone")?;
+            .ctx(&self.path, "cannot record an item")
+    }
+
+    /// Removes every unit version of the item at `rid`.
+    pub(super) fn delete_units(&mut self, rid: i64) -> Result<(), StoreError> {
         self.conn
             .prepare_cached("DELETE FROM sync_units WHERE item = ?1")
-            .and_then(|mut s| s.execute([&change.id]))
-            .ctx(&self.path, "cannot record a tombstone")?;
-        self.write_unit_version(&change.id, deletion)
+            .and_then(|mut s| s.execute([rid]))
+            .map(|_| ())
+            .ctx(&self.path, "cannot replace an item's versions")
     }
 
     /// Adds the learned knowledge to the stored knowledge. Knowledge of this store's own ticks

@@ -98,6 +98,16 @@ pub struct CleanupReport {
 /// Tombstones removed per statement round; all rounds share one transaction.
 const CHUNK: i64 = 2000;
 
+/// Whether any tombstone was written at or before ?1: one probe of `sync_items_by_deletion`.
+pub(super) const ANY_OLD_TOMBSTONE: &str = "SELECT EXISTS (SELECT 1 FROM sync_items \
+     WHERE deleted_at IS NOT NULL AND deleted_at <= ?1)";
+
+/// Up to ?2 tombstones written at or before ?1 with their deletion versions: the deletion index,
+/// then each tombstone's unit by its rid.
+pub(super) const OLD_TOMBSTONES: &str = "SELECT i.id, u.r, u.t FROM sync_items i \
+     LEFT JOIN sync_units u ON u.item = i.rid \
+     WHERE i.deleted_at IS NOT NULL AND i.deleted_at <= ?1 LIMIT ?2";
+
 impl Store {
     /// Removes the tombstones whose deletion is older than `retention` and records their
     /// versions as forgotten knowledge, in one transaction.
@@ -117,10 +127,7 @@ impl Store {
         let p = self.path.clone();
         let any: bool = self
             .conn
-            .prepare_cached(
-                "SELECT EXISTS (SELECT 1 FROM sync_items \
-                 WHERE deleted_at IS NOT NULL AND deleted_at <= ?1)",
-            )
+            .prepare_cached(ANY_OLD_TOMBSTONE)
             .and_then(|mut s| s.query_row([cutoff], |r| r.get(0)))
             .ctx(&p, "cannot look for old tombstones")?;
         if !any {
@@ -153,10 +160,7 @@ impl Store {
         loop {
             let rows: Vec<(String, Option<i64>, Option<i64>)> = self
                 .conn
-                .prepare_cached(
-                    "SELECT i.id, u.r, u.t FROM sync_items i LEFT JOIN sync_units u ON u.item = i.id \
-                     WHERE i.deleted_at IS NOT NULL AND i.deleted_at <= ?1 LIMIT ?2",
-                )
+                .prepare_cached(OLD_TOMBSTONES)
                 .and_then(|mut s| {
                     s.query_map(rusqlite::params![cutoff, CHUNK], |r| {
                         Ok((r.get(0)?, r.get(1)?, r.get(2)?))
@@ -193,7 +197,9 @@ impl Store {
     pub(crate) fn forget_item(&mut self, id: &str) -> Result<(), StoreError> {
         let p = &self.path;
         self.conn
-            .prepare_cached("DELETE FROM sync_units WHERE item = ?1")
+            .prepare_cached(
+                "DELETE FROM sync_units WHERE item = (SELECT rid FROM sync_items WHERE id = ?1)",
+            )
             .and_then(|mut s| s.execute([id]))
             .ctx(p, "cannot remove an item's versions")?;
         self.conn

@@ -42,8 +42,8 @@ impl Store {
         let versions: Vec<(i64, i64)> = self
             .conn
             .prepare_cached(
-                "SELECT r, t FROM sync_units WHERE item IN \
-                 (SELECT id FROM messages WHERE folder_id = ?1 \
+                "SELECT u.r, u.t FROM sync_items i JOIN sync_units u ON u.item = i.rid \
+                 WHERE i.id IN (SELECT id FROM messages WHERE folder_id = ?1 \
                   UNION ALL SELECT id FROM folders WHERE parent_id = ?1)",
             )
             .and_then(|mut s| {
@@ -65,7 +65,7 @@ impl Store {
         self.conn
             .prepare_cached(
                 "UPDATE sync_units SET at = CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) \
-                 WHERE item = ?1",
+                 WHERE item = (SELECT rid FROM sync_items WHERE id = ?1)",
             )
             .and_then(|mut s| s.execute([folder]))
             .ctx(&self.path, "cannot restore a folder")?;
@@ -86,7 +86,10 @@ impl Store {
             )
             .ctx(&self.path, "cannot take a tick")?;
         self.conn
-            .prepare_cached("UPDATE sync_units SET r = 0, t = ?2 WHERE item = ?1")
+            .prepare_cached(
+                "UPDATE sync_units SET r = 0, t = ?2 \
+                 WHERE item = (SELECT rid FROM sync_items WHERE id = ?1)",
+            )
             .and_then(|mut s| s.execute(rusqlite::params![item, tick]))
             .ctx(&self.path, "cannot renew an item's versions")?;
         Ok(Version {

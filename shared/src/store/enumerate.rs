@@ -4,7 +4,8 @@
 //!
 //! Per phase and per replica, the enumeration walks the index `sync_units(phase, r, t)` over the
 //! tick ranges the source's knowledge has and the destination's lacks only, so its cost follows
-//! the number of changes returned, never the store's size. Versions newer than the knowledge the
+//! the number of changes returned, never the store's size; each hit names its item by rid, whose
+//! global id is one rowid lookup away. Versions newer than the knowledge the
 //! session started with (`made_with`) are left for the next session: the batch's learned
 //! knowledge then says exactly what it carries.
 
@@ -58,6 +59,13 @@ pub struct ExportBatch {
 
 /// How many index rows one query reads at a time.
 pub(super) const CHUNK: i64 = 512;
+
+/// Up to ?5 units of phase ?1 made by replica ?2 with ticks in ?3..=?4, in tick order, each with
+/// its item's global id: a range of the covering index `sync_units_by_version`, then one rowid
+/// lookup per hit.
+pub(super) const CHANGED_UNITS: &str = "SELECT i.id, u.t FROM sync_units u \
+     JOIN sync_items i ON i.rid = u.item \
+     WHERE u.phase = ?1 AND u.r = ?2 AND u.t BETWEEN ?3 AND ?4 ORDER BY u.t LIMIT ?5";
 
 impl Store {
     /// The next batch of at most `limit` items (and about `max_bytes` of values) whose versions
@@ -159,10 +167,7 @@ impl Store {
             };
             let rows: Vec<(String, i64)> = self
                 .conn
-                .prepare_cached(
-                    "SELECT item, t FROM sync_units WHERE phase = ?1 AND r = ?2 \
-                     AND t BETWEEN ?3 AND ?4 ORDER BY t LIMIT ?5",
-                )
+                .prepare_cached(CHANGED_UNITS)
                 .and_then(|mut s| {
                     s.query_map(
                         rusqlite::params![phase.code(), idx, from as i64, to as i64, CHUNK],

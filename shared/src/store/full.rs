@@ -197,7 +197,7 @@ impl Store {
     }
 
     /// Ids of `kind` in `(after, upto]` (from the first id when `after` is none), in id order,
-    /// at most `limit` (0: all). A range scan of `sync_items`' primary key.
+    /// at most `limit` (0: all). A range scan of the index `sync_items_by_id`.
     fn item_ids(
         &self,
         kind: ItemKind,

@@ -3,8 +3,6 @@
 
 use std::collections::HashMap;
 
-use rusqlite::OptionalExtension;
-
 use super::error::SqlContext;
 use super::{Store, StoreError};
 use crate::knowledge::{ReplicaId, Version};
@@ -165,6 +163,8 @@ impl ReplicaTable {
 /// The destination's versions of one item (seed 001's GetLocalVersions).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LocalItem {
+    /// The item's row in `sync_items` (handed out in arrival order; its units are keyed by it).
+    pub rid: i64,
     pub kind: ItemKind,
     pub created: Version,
     pub deleted: bool,
@@ -180,34 +180,42 @@ impl LocalItem {
 
 impl Store {
     /// The local versions of an item, live or tombstone; `None` if the store never saw it.
+    /// One statement: the item's row by its id, and its units by the item's rid.
     pub fn local_item(&mut self, id: &str) -> Result<Option<LocalItem>, StoreError> {
-        let head: Option<(i64, i64, i64, Option<i64>)> = self
+        type Row = (
+            i64,
+            i64,
+            i64,
+            i64,
+            Option<i64>,
+            Option<(i64, i64, i64, i64)>,
+        );
+        let rows: Vec<Row> = self
             .conn
             .prepare_cached(
-                "SELECT kind, created_r, created_t, deleted_at FROM sync_items WHERE id = ?1",
+                "SELECT i.rid, i.kind, i.created_r, i.created_t, i.deleted_at, u.unit, u.r, u.t, u.at \
+                 FROM sync_items i LEFT JOIN sync_units u ON u.item = i.rid WHERE i.id = ?1",
             )
             .and_then(|mut s| {
-                s.query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-                    .optional()
+                s.query_map([id], |r| {
+                    let unit = match r.get::<_, Option<i64>>(5)? {
+                        Some(unit) => Some((unit, r.get(6)?, r.get(7)?, r.get(8)?)),
+                        None => None,
+                    };
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, unit))
+                })?
+                .collect()
             })
             .ctx(&self.path, "cannot read an item's versions")?;
-        let Some((kind, cr, ct, deleted_at)) = head else {
+        let Some(&(rid, kind, cr, ct, deleted_at, _)) = rows.first() else {
             return Ok(None);
         };
         let kind = ItemKind::from_code(kind).ok_or_else(|| StoreError::Corrupt {
             path: self.path.clone(),
             what: format!("item {id} has kind {kind}"),
         })?;
-        let raw: Vec<(i64, i64, i64, i64)> = self
-            .conn
-            .prepare_cached("SELECT unit, r, t, at FROM sync_units WHERE item = ?1")
-            .and_then(|mut s| {
-                s.query_map([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
-                    .collect()
-            })
-            .ctx(&self.path, "cannot read an item's versions")?;
-        let mut units = Vec::with_capacity(raw.len());
-        for (unit, r, t, at) in raw {
+        let mut units = Vec::with_capacity(rows.len());
+        for (unit, r, t, at) in rows.into_iter().filter_map(|row| row.5) {
             let unit = Unit::from_code(unit).ok_or_else(|| StoreError::Corrupt {
                 path: self.path.clone(),
                 what: format!("item {id} has unit code {unit}"),
@@ -215,6 +223,7 @@ impl Store {
             units.push((unit, self.version_of(r, t)?, at));
         }
         Ok(Some(LocalItem {
+            rid,
             kind,
             created: self.version_of(cr, ct)?,
             deleted: deleted_at.is_some(),

@@ -74,6 +74,12 @@ impl Store {
     /// Opens the store at `path`, creating it (with a new replica id) when no file is there.
     /// A file that is not a store, or a store of a newer schema, is refused untouched.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Self::open_at(path, schema::SCHEMA_VERSION)
+    }
+
+    /// [`Store::open`], migrating no further than schema `version` (tests of the migrations use
+    /// an older schema; everything else uses the current one).
+    fn open_at(path: &Path, version: i64) -> Result<Store, StoreError> {
         Self::check_existing(path)?;
         let conn = Connection::open(path).ctx(path, "cannot open the store")?;
         let mut store = Store {
@@ -84,7 +90,7 @@ impl Store {
             by_id: HashMap::new(),
         };
         store.configure()?;
-        store.migrate()?;
+        store.migrate(version)?;
         store.load_identity()?;
         Ok(store)
     }
@@ -164,13 +170,13 @@ impl Store {
     /// Brings the schema up to date. A current store is only read (no write lock: every
     /// connection opens the store); the version is read again under the write lock, so two
     /// processes creating one store do not both migrate it.
-    fn migrate(&mut self) -> Result<(), StoreError> {
+    fn migrate(&mut self, target: i64) -> Result<(), StoreError> {
         let p = self.path.clone();
         let current: i64 = self
             .conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .ctx(&p, "cannot read schema version")?;
-        if current == schema::SCHEMA_VERSION {
+        if current >= target {
             return Ok(());
         }
         let tx = self
@@ -187,7 +193,7 @@ impl Store {
                 supported: schema::SCHEMA_VERSION,
             });
         }
-        for index in (version as usize)..schema::MIGRATIONS.len() {
+        for index in (version.max(0) as usize)..(target as usize).min(schema::MIGRATIONS.len()) {
             let sql = schema::migration_sql(index).unwrap_or_default();
             tx.execute_batch(&sql).ctx(&p, "migration failed")?;
             if index == 0 {
@@ -363,6 +369,8 @@ impl Store {
     }
 }
 
+#[cfg(test)]
+mod migration_tests;
 #[cfg(test)]
 mod retention_tests;
 /// Puts a SQLite file in WAL mode. Several processes open one file at once (the synchronizer,

@@ -95,6 +95,11 @@ fn cleanup_removes_only_tombstones_older_than_the_retention_and_forgets_their_de
          UPDATE sync_items SET deleted_at = deleted_at - 40 * 86400 WHERE id = 'm1';",
     )
     .unwrap();
+    let m1_rid: i64 = app
+        .query_row("SELECT rid FROM sync_items WHERE id = 'm1'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
     let report = a.cleanup_tombstones("30d".parse().unwrap()).unwrap();
     assert_eq!(report.removed, 1);
     assert_eq!(
@@ -105,8 +110,14 @@ fn cleanup_removes_only_tombstones_older_than_the_retention_and_forgets_their_de
         vec!["m3"]
     );
     assert_eq!(
-        ids(&app, "SELECT item FROM sync_units WHERE item = 'm1'"),
-        Vec::<String>::new()
+        app.query_row(
+            "SELECT count(*) FROM sync_units WHERE item = ?1",
+            [m1_rid],
+            |r| r.get::<_, i64>(0)
+        )
+        .unwrap(),
+        0,
+        "m1's versions went with it"
     );
     // Only m1's delete: ticks 1..5 below it still carry live changes (f, m2, m4), so no gap is
     // filled — a destination lacking one of them is not pushed into a full enumeration.
@@ -173,24 +184,34 @@ fn cleanup_with_nothing_old_enough_reads_one_index_and_writes_nothing() {
         before, after,
         "a cleanup with nothing to do commits nothing"
     );
-    let plan: Vec<String> = app
-        .prepare(
-            "EXPLAIN QUERY PLAN SELECT EXISTS (SELECT 1 FROM sync_items \
-             WHERE deleted_at IS NOT NULL AND deleted_at <= 0)",
-        )
-        .unwrap()
-        .query_map([], |r| r.get::<_, String>(3))
+    let plan = |sql: &str| -> Vec<String> {
+        let mut stmt = app.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let params = vec![0i64; stmt.parameter_count()];
+        stmt.query_map(rusqlite::params_from_iter(params), |r| {
+            r.get::<_, String>(3)
+        })
         .unwrap()
         .map(Result::unwrap)
-        .collect();
+        .collect()
+    };
+    let probe = plan(super::cleanup::ANY_OLD_TOMBSTONE);
     assert!(
-        plan.iter().any(|p| p
+        probe.iter().any(|p| p
             == "SEARCH sync_items USING COVERING INDEX sync_items_by_deletion (deleted_at>? AND deleted_at<?)"),
-        "{plan:?}"
+        "{probe:?}"
     );
     assert!(
-        !plan.iter().any(|p| p.starts_with("SCAN sync_")),
-        "{plan:?}"
+        !probe.iter().any(|p| p.starts_with("SCAN sync_")),
+        "{probe:?}"
+    );
+    // With old tombstones, each is read from the deletion index and its version by its rid:
+    // the cost follows the tombstones removed, not the store.
+    assert_eq!(
+        plan(super::cleanup::OLD_TOMBSTONES),
+        vec![
+            "SEARCH i USING INDEX sync_items_by_deletion (deleted_at>? AND deleted_at<?)",
+            "SEARCH u USING PRIMARY KEY (item=?) LEFT-JOIN"
+        ]
     );
 }
 

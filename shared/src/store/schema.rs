@@ -23,7 +23,7 @@ pub const APPLICATION_ID: i64 = 0x6963_7379;
 pub const PAGE_SIZE: i64 = 8192;
 
 /// The migrations, in order; `MIGRATIONS[i]` takes `user_version` i to i + 1.
-pub const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3];
+pub const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4];
 
 /// The schema version this build writes and understands.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -262,6 +262,146 @@ BEGIN SELECT RAISE(ABORT, 'icsync: this message is a header-only copy (bodies = 
 
 CREATE TRIGGER messages_headers_only_gone AFTER DELETE ON messages
 BEGIN DELETE FROM sync_headers_only WHERE item = OLD.id; END;
+"#;
+
+/// The sync metadata keyed in arrival order. Migrations 1 to 3 keyed `sync_items` and
+/// `sync_units` by the random 32-hex global id: a batch of new items then rewrote most leaf pages
+/// of both trees, most of an import's I/O, growing with the store. Now `sync_items` is a rowid
+/// table (`rid`, handed out in arrival order) with one unique index on `id`, and `sync_units` is
+/// keyed by `(item rid, unit)`, so the pages a batch writes are mostly appended. The tracking
+/// triggers keep their semantics (one tick per row change) and address units by the item's rid;
+/// an id created again over its tombstone keeps its rid.
+const MIGRATION_4: &str = r#"
+DROP TRIGGER folders_track_insert;
+DROP TRIGGER folders_track_update;
+DROP TRIGGER folders_track_delete;
+DROP TRIGGER messages_track_insert;
+DROP TRIGGER messages_track_update;
+DROP TRIGGER messages_track_delete;
+
+CREATE TABLE sync_items_v3 (
+    rid        INTEGER PRIMARY KEY,
+    id         TEXT NOT NULL,
+    kind       INTEGER NOT NULL,
+    created_r  INTEGER NOT NULL REFERENCES sync_replicas(idx),
+    created_t  INTEGER NOT NULL,
+    deleted_at INTEGER
+);
+-- Existing items in their order of first version (the nearest to arrival order there is).
+INSERT INTO sync_items_v3 (id, kind, created_r, created_t, deleted_at)
+    SELECT i.id, i.kind, i.created_r, i.created_t, i.deleted_at FROM sync_items i
+    ORDER BY (SELECT min(u.at) FROM sync_units u WHERE u.item = i.id), i.id;
+
+CREATE TABLE sync_units_v3 (
+    item  INTEGER NOT NULL REFERENCES sync_items_v3(rid),
+    unit  INTEGER NOT NULL,
+    r     INTEGER NOT NULL REFERENCES sync_replicas(idx),
+    t     INTEGER NOT NULL,
+    at    INTEGER NOT NULL,
+    phase INTEGER NOT NULL,
+    PRIMARY KEY (item, unit)
+) WITHOUT ROWID;
+INSERT INTO sync_units_v3 (item, unit, r, t, at, phase)
+    SELECT i.rid, u.unit, u.r, u.t, u.at, u.phase
+    FROM sync_units u JOIN sync_items_v3 i ON i.id = u.item
+    ORDER BY i.rid, u.unit;
+
+DROP TABLE sync_units;
+DROP TABLE sync_items;
+ALTER TABLE sync_items_v3 RENAME TO sync_items;
+ALTER TABLE sync_units_v3 RENAME TO sync_units;
+
+-- The one random-key tree of the sync metadata: an item's rid by its global id.
+CREATE UNIQUE INDEX sync_items_by_id ON sync_items(id);
+CREATE INDEX sync_items_by_deletion ON sync_items(deleted_at) WHERE deleted_at IS NOT NULL;
+-- Enumeration walks this index: cost follows the changes returned, not the store's size. It also
+-- holds the primary key (item, unit), so it answers `item, t` without the table.
+CREATE INDEX sync_units_by_version ON sync_units(phase, r, t);
+
+-- Tracking of local changes: one tick per row change. An id inserted again (over its tombstone)
+-- keeps its row and rid and becomes a new item: new creation version, live, new units.
+CREATE TRIGGER folders_track_insert AFTER INSERT ON folders
+WHEN (SELECT applying FROM sync_state WHERE id = 1) = 0
+BEGIN
+    UPDATE sync_state SET tick = tick + 1 WHERE id = 1;
+    INSERT INTO sync_items (id, kind, created_r, created_t, deleted_at)
+        SELECT NEW.id, 0, 0, tick, NULL FROM sync_state WHERE id = 1
+        ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, created_r = excluded.created_r,
+            created_t = excluded.created_t, deleted_at = NULL;
+    DELETE FROM sync_units WHERE item = (SELECT rid FROM sync_items WHERE id = NEW.id);
+    INSERT INTO sync_units (item, unit, r, t, at, phase)
+        SELECT i.rid, 1, 0, s.tick, {NOW_MS}, 1 FROM sync_state s, sync_items i
+         WHERE s.id = 1 AND i.id = NEW.id
+        UNION ALL SELECT i.rid, 2, 0, s.tick, {NOW_MS}, 1 FROM sync_state s, sync_items i
+         WHERE s.id = 1 AND i.id = NEW.id;
+END;
+
+CREATE TRIGGER folders_track_update AFTER UPDATE ON folders
+WHEN (SELECT applying FROM sync_state WHERE id = 1) = 0
+ AND (OLD.name IS NOT NEW.name OR OLD.parent_id IS NOT NEW.parent_id)
+BEGIN
+    UPDATE sync_state SET tick = tick + 1 WHERE id = 1;
+    UPDATE sync_units SET r = 0, t = (SELECT tick FROM sync_state WHERE id = 1), at = {NOW_MS}
+     WHERE item = (SELECT rid FROM sync_items WHERE id = NEW.id)
+       AND ((unit = 1 AND OLD.name IS NOT NEW.name) OR (unit = 2 AND OLD.parent_id IS NOT NEW.parent_id));
+END;
+
+CREATE TRIGGER folders_track_delete AFTER DELETE ON folders
+WHEN (SELECT applying FROM sync_state WHERE id = 1) = 0
+BEGIN
+    UPDATE sync_state SET tick = tick + 1 WHERE id = 1;
+    DELETE FROM sync_units WHERE item = (SELECT rid FROM sync_items WHERE id = OLD.id);
+    INSERT INTO sync_units (item, unit, r, t, at, phase)
+        SELECT i.rid, 9, 0, s.tick, {NOW_MS}, 5 FROM sync_state s, sync_items i
+         WHERE s.id = 1 AND i.id = OLD.id;
+    UPDATE sync_items SET deleted_at = {NOW_S} WHERE id = OLD.id;
+END;
+
+CREATE TRIGGER messages_track_insert AFTER INSERT ON messages
+WHEN (SELECT applying FROM sync_state WHERE id = 1) = 0
+BEGIN
+    UPDATE sync_state SET tick = tick + 1 WHERE id = 1;
+    INSERT INTO sync_items (id, kind, created_r, created_t, deleted_at)
+        SELECT NEW.id, 1, 0, tick, NULL FROM sync_state WHERE id = 1
+        ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, created_r = excluded.created_r,
+            created_t = excluded.created_t, deleted_at = NULL;
+    DELETE FROM sync_units WHERE item = (SELECT rid FROM sync_items WHERE id = NEW.id);
+    INSERT INTO sync_units (item, unit, r, t, at, phase)
+        SELECT i.rid, 3, 0, s.tick, {NOW_MS}, 2 FROM sync_state s, sync_items i
+         WHERE s.id = 1 AND i.id = NEW.id
+        UNION ALL SELECT i.rid, 4, 0, s.tick, {NOW_MS}, 3 FROM sync_state s, sync_items i
+         WHERE s.id = 1 AND i.id = NEW.id
+        UNION ALL SELECT i.rid, 5, 0, s.tick, {NOW_MS}, 2 FROM sync_state s, sync_items i
+         WHERE s.id = 1 AND i.id = NEW.id;
+END;
+
+CREATE TRIGGER messages_track_update AFTER UPDATE ON messages
+WHEN (SELECT applying FROM sync_state WHERE id = 1) = 0
+ AND (OLD.subject IS NOT NEW.subject OR OLD.sender IS NOT NEW.sender
+      OR OLD.received_at IS NOT NEW.received_at OR OLD.headers IS NOT NEW.headers
+      OR OLD.body IS NOT NEW.body OR OLD.is_read IS NOT NEW.is_read
+      OR OLD.folder_id IS NOT NEW.folder_id)
+BEGIN
+    UPDATE sync_state SET tick = tick + 1 WHERE id = 1;
+    UPDATE sync_units SET r = 0, t = (SELECT tick FROM sync_state WHERE id = 1), at = {NOW_MS}
+     WHERE item = (SELECT rid FROM sync_items WHERE id = NEW.id)
+       AND ((unit = 3 AND (OLD.subject IS NOT NEW.subject OR OLD.sender IS NOT NEW.sender
+                           OR OLD.received_at IS NOT NEW.received_at
+                           OR OLD.headers IS NOT NEW.headers OR OLD.body IS NOT NEW.body))
+         OR (unit = 4 AND OLD.is_read IS NOT NEW.is_read)
+         OR (unit = 5 AND OLD.folder_id IS NOT NEW.folder_id));
+END;
+
+CREATE TRIGGER messages_track_delete AFTER DELETE ON messages
+WHEN (SELECT applying FROM sync_state WHERE id = 1) = 0
+BEGIN
+    UPDATE sync_state SET tick = tick + 1 WHERE id = 1;
+    DELETE FROM sync_units WHERE item = (SELECT rid FROM sync_items WHERE id = OLD.id);
+    INSERT INTO sync_units (item, unit, r, t, at, phase)
+        SELECT i.rid, 8, 0, s.tick, {NOW_MS}, 4 FROM sync_state s, sync_items i
+         WHERE s.id = 1 AND i.id = OLD.id;
+    UPDATE sync_items SET deleted_at = {NOW_S} WHERE id = OLD.id;
+END;
 "#;
 
 /// The SQL of migration `index` (0-based) with its placeholders filled in.

@@ -214,17 +214,11 @@ impl Store {
             ItemKind::Folder => "DELETE FROM folders WHERE id = ?1",
             ItemKind::Message => "DELETE FROM messages WHERE id = ?1",
         };
-        for sql in [
-            table,
-            "DELETE FROM sync_units WHERE item = ?1",
-            "DELETE FROM sync_items WHERE id = ?1",
-        ] {
-            self.conn
-                .prepare_cached(sql)
-                .and_then(|mut s| s.execute([id]))
-                .ctx(&self.path, "cannot remove an item that left the scope")?;
-        }
-        Ok(())
+        self.conn
+            .prepare_cached(table)
+            .and_then(|mut s| s.execute([id]))
+            .ctx(&self.path, "cannot remove an item that left the scope")?;
+        self.forget_item(id)
     }
 
     fn ids_where(&self, sql: &str, key: &str) -> Result<Vec<String>, StoreError> {
@@ -279,8 +273,8 @@ impl Store {
         let rows: Vec<(i64, i64)> = self
             .conn
             .prepare_cached(
-                "SELECT u.r, u.t FROM sync_headers_only h \
-                 JOIN sync_units u ON u.item = h.item AND u.unit = ?1",
+                "SELECT u.r, u.t FROM sync_headers_only h JOIN sync_items i ON i.id = h.item \
+                 JOIN sync_units u ON u.item = i.rid AND u.unit = ?1",
             )
             .and_then(|mut s| {
                 s.query_map([crate::model::Unit::Content.code()], |r| {

@@ -18,7 +18,10 @@ pub(super) fn new_store(dir: &tempfile::TempDir, name: &str) -> (Store, Connecti
 /// (unit code, replica index, tick) of every unit of an item, sorted.
 fn versions(app: &Connection, id: &str) -> Vec<(i64, i64, i64)> {
     let mut s = app
-        .prepare("SELECT unit, r, t FROM sync_units WHERE item = ?1 ORDER BY unit")
+        .prepare(
+            "SELECT u.unit, u.r, u.t FROM sync_units u JOIN sync_items i ON i.rid = u.item \
+             WHERE i.id = ?1 ORDER BY u.unit",
+        )
         .unwrap();
     s.query_map([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .unwrap()
@@ -481,18 +484,23 @@ fn enumeration_reads_the_version_index_not_the_table() {
     let dir = tempfile::tempdir().unwrap();
     let (_store, app) = new_store(&dir, "s.db");
     let plan: Vec<String> = app
-        .prepare(
-            "EXPLAIN QUERY PLAN SELECT item, t FROM sync_units WHERE phase = 2 AND r = 0 \
-             AND t BETWEEN 10 AND 20 ORDER BY t LIMIT 512",
-        )
+        .prepare(&format!(
+            "EXPLAIN QUERY PLAN {}",
+            super::enumerate::CHANGED_UNITS
+        ))
         .unwrap()
-        .query_map([], |r| r.get::<_, String>(3))
+        .query_map(rusqlite::params![2, 0, 10, 20, 512], |r| {
+            r.get::<_, String>(3)
+        })
         .unwrap()
         .map(Result::unwrap)
         .collect();
     assert_eq!(
         plan,
-        vec!["SEARCH sync_units USING COVERING INDEX sync_units_by_version (phase=? AND r=? AND t>? AND t<?)"]
+        vec![
+            "SEARCH u USING COVERING INDEX sync_units_by_version (phase=? AND r=? AND t>? AND t<?)",
+            "SEARCH i USING INTEGER PRIMARY KEY (rowid=?)"
+        ]
     );
 }
 
