@@ -740,21 +740,33 @@ impl Store {
             }
             ItemKind::Message => self.insert_message(change)?,
         }
-        // An item brought back over its tombstone keeps its row (and rid): its units are
-        // replaced, its creation version is the incoming one.
-        let rid = self.record_item(
-            change,
-            "INSERT INTO sync_items (id, kind, created_r, created_t, deleted_at) \
-             VALUES (?1, ?2, ?3, ?4, NULL) \
-             ON CONFLICT(id) DO UPDATE SET kind = excluded.kind, \
-             created_r = excluded.created_r, created_t = excluded.created_t, deleted_at = NULL \
-             RETURNING rid",
-        )?;
-        if !fresh {
+        if fresh {
+            // The import's hot path: plain single-row INSERTs, which need no statement journal
+            // (an INSERT OR REPLACE or an upsert copies every page it touches first).
+            self.record_item(
+                change,
+                "INSERT INTO sync_items (id, kind, created_r, created_t, deleted_at) \
+                 VALUES (?1, ?2, ?3, ?4, NULL)",
+            )?;
+            let rid = self.conn.last_insert_rowid();
+            for u in &change.units {
+                self.insert_unit_version(rid, u)?;
+            }
+        } else {
+            // An item brought back over its tombstone keeps its row (and rid): its units are
+            // replaced, its creation version is the incoming one.
+            self.record_item(
+                change,
+                "INSERT INTO sync_items (id, kind, created_r, created_t, deleted_at) \
+                 VALUES (?1, ?2, ?3, ?4, NULL) \
+                 ON CONFLICT(id) DO UPDATE SET kind = excluded.kind, \
+                 created_r = excluded.created_r, created_t = excluded.created_t, deleted_at = NULL",
+            )?;
+            let rid = self.rid_of(&change.id)?;
             self.delete_units(rid)?;
-        }
-        for u in &change.units {
-            self.write_unit_version(rid, u)?;
+            for u in &change.units {
+                self.insert_unit_version(rid, u)?;
+            }
         }
         if change.kind == ItemKind::Folder {
             self.rename_same_name(&change.id, report)?;
@@ -881,19 +893,35 @@ impl Store {
         result.map(|_| ()).ctx(&self.path, "cannot write an item")
     }
 
-    /// Records a unit's version for the item at `rid` (its row in `sync_items`).
+    /// Records a unit's version for the item at `rid` (its row in `sync_items`), replacing the
+    /// unit's version it holds.
     pub(super) fn write_unit_version(
         &mut self,
         item: i64,
         u: &UnitState,
     ) -> Result<(), StoreError> {
+        self.unit_version(
+            "INSERT OR REPLACE INTO sync_units (item, unit, r, t, at, phase) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            item,
+            u,
+        )
+    }
+
+    /// Records the version of a unit the item at `rid` does not have yet: a plain INSERT.
+    fn insert_unit_version(&mut self, item: i64, u: &UnitState) -> Result<(), StoreError> {
+        self.unit_version(
+            "INSERT INTO sync_units (item, unit, r, t, at, phase) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            item,
+            u,
+        )
+    }
+
+    fn unit_version(&mut self, sql: &str, item: i64, u: &UnitState) -> Result<(), StoreError> {
         let r = self.ensure_index(&u.version.replica)?;
         let unit = u.value.unit();
         self.conn
-            .prepare_cached(
-                "INSERT OR REPLACE INTO sync_units (item, unit, r, t, at, phase) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )
+            .prepare_cached(sql)
             .and_then(|mut s| {
                 s.execute(rusqlite::params![
                     item,
@@ -913,34 +941,40 @@ impl Store {
         let Some(deletion) = change.units.first() else {
             return Ok(());
         };
-        let rid = self.record_item(
+        self.record_item(
             change,
             "INSERT INTO sync_items (id, kind, created_r, created_t, deleted_at) \
              VALUES (?1, ?2, ?3, ?4, CAST(strftime('%s', 'now') AS INTEGER)) \
-             ON CONFLICT(id) DO UPDATE SET deleted_at = CAST(strftime('%s', 'now') AS INTEGER) \
-             RETURNING rid",
+             ON CONFLICT(id) DO UPDATE SET deleted_at = CAST(strftime('%s', 'now') AS INTEGER)",
         )?;
+        let rid = self.rid_of(&change.id)?;
         self.delete_units(rid)?;
-        self.write_unit_version(rid, deletion)
+        self.insert_unit_version(rid, deletion)
+    }
+
+    /// The rid of an item `sync_items` holds.
+    fn rid_of(&self, id: &str) -> Result<i64, StoreError> {
+        self.conn
+            .prepare_cached("SELECT rid FROM sync_items WHERE id = ?1")
+            .and_then(|mut s| s.query_row([id], |r| r.get(0)))
+            .ctx(&self.path, "cannot look up an item")
     }
 
     /// Writes an item's `sync_items` row with `sql`, which binds (id, kind, created replica index,
-    /// created tick) and returns the row's rid.
-    fn record_item(&mut self, change: &ItemChange, sql: &str) -> Result<i64, StoreError> {
+    /// created tick).
+    fn record_item(&mut self, change: &ItemChange, sql: &str) -> Result<(), StoreError> {
         let created_r = self.ensure_index(&change.created.replica)?;
         self.conn
             .prepare_cached(sql)
             .and_then(|mut s| {
-                s.query_row(
-                    rusqlite::params![
-                        change.id,
-                        change.kind.code(),
-                        created_r,
-                        change.created.tick as i64
-                    ],
-                    |r| r.get(0),
-                )
+                s.execute(rusqlite::params![
+                    change.id,
+                    change.kind.code(),
+                    created_r,
+                    change.created.tick as i64
+                ])
             })
+            .map(|_| ())
             .ctx(&self.path, "cannot record an item")
     }
 
