@@ -20,7 +20,7 @@ use shared::protocol::{
 };
 use shared::shutdown::Shutdown;
 use shared::store::{FullPosition, ImportSession, ItemChange, LeftScope, Store};
-use tracing::{info, instrument};
+use tracing::{info, instrument, warn};
 
 /// The store's own limits on what it applies.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -174,6 +174,12 @@ async fn import(
                 None => store.apply_batch(&mut session, changes, &batch.learned, batch.last)?,
             };
             outcome.errors.extend(refused);
+            if batch.last {
+                // The session's commits are made; failing to checkpoint them loses nothing.
+                if let Err(error) = store.checkpoint() {
+                    warn!(%error, "checkpoint after the session failed");
+                }
+            }
             Ok::<_, SessionError>(outcome)
         })?;
         if let Some(next) = batch.full.as_ref().and_then(|r| r.next()) {

@@ -51,6 +51,14 @@ pub struct StoreCounts {
     pub tombstones: u64,
 }
 
+/// How many pages the WAL may hold before a commit copies them into the database (SQLite's
+/// default is 1000, 8 MB here). An import batch of 1000 messages writes more than that, so with the
+/// default every batch commit was followed by a checkpoint: the batch's pages copied into the
+/// database and both files synced, the same hot index pages again and again. 10,000 pages
+/// (80 MB of WAL on disk) checkpoint once per ~10 batches, each page once. Durability does not
+/// change: with WAL a commit is durable in the WAL; a checkpoint only moves pages.
+const WAL_AUTOCHECKPOINT_PAGES: i64 = 10_000;
+
 /// An open information store: one SQLite connection and the store's identity.
 pub struct Store {
     conn: Connection,
@@ -149,6 +157,7 @@ impl Store {
     /// repair, because each session starts from what the destination really knows.
     /// `temp_store = MEMORY`: the statement and savepoint journals of an import (one savepoint
     /// per item) stay in memory instead of costing a file write per page touched.
+    /// `wal_autocheckpoint`: see [`WAL_AUTOCHECKPOINT_PAGES`].
     fn configure(&self) -> Result<(), StoreError> {
         let p = &self.path;
         self.conn
@@ -162,6 +171,11 @@ impl Store {
             .execute_batch(
                 "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY;",
             )
+            .ctx(p, "cannot set pragmas")?;
+        self.conn
+            .execute_batch(&format!(
+                "PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES};"
+            ))
             .ctx(p, "cannot set pragmas")?;
         self.conn.set_prepared_statement_cache_capacity(64);
         Ok(())
@@ -307,6 +321,15 @@ impl Store {
             path: self.path.clone(),
             what: format!("{what} is not valid: {e}"),
         })
+    }
+
+    /// Copies what the WAL holds into the database as far as readers allow (a passive
+    /// checkpoint: it never waits for them), syncing the WAL first. Run at the end of an import
+    /// session, so between sessions the store's commits are on disk and its WAL is short.
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+            .ctx(&self.path, "cannot checkpoint the WAL")
     }
 
     pub fn counts(&self) -> Result<StoreCounts, StoreError> {

@@ -771,3 +771,27 @@ fn an_item_an_application_trigger_refuses_fails_alone_and_comes_again() {
     assert_eq!(public_rows(&app_a), public_rows(&app_b));
     assert_eq!(b.knowledge().unwrap(), a.knowledge().unwrap());
 }
+
+#[test]
+fn commits_stay_in_the_wal_until_a_checkpoint_copies_them_into_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, app) = new_store(&dir, "s.db");
+    app.execute_batch(
+        "INSERT INTO folders (id, name) VALUES ('f', 'F');
+         INSERT INTO messages (id, folder_id) VALUES ('m', 'f');",
+    )
+    .unwrap();
+    // The messages the database file itself holds, without its WAL.
+    let in_file = || -> i64 {
+        let copy = dir.path().join("copy.db");
+        std::fs::copy(dir.path().join("s.db"), &copy).unwrap();
+        let n = Connection::open(&copy)
+            .and_then(|c| c.query_row("SELECT count(*) FROM messages", [], |r| r.get(0)))
+            .unwrap_or(0);
+        std::fs::remove_file(&copy).unwrap();
+        n
+    };
+    assert_eq!(in_file(), 0, "a small commit is not checkpointed at once");
+    store.checkpoint().unwrap();
+    assert_eq!(in_file(), 1);
+}
