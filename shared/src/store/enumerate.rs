@@ -4,8 +4,8 @@
 //!
 //! Per phase and per replica, the enumeration walks the index `sync_units(phase, r, t)` over the
 //! tick ranges the source's knowledge has and the destination's lacks only, so its cost follows
-//! the number of changes returned, never the store's size; each hit names its item by rid, whose
-//! global id is one rowid lookup away. Versions newer than the knowledge the
+//! the number of changes returned, never the store's size; each hit names its item by rid, read
+//! by rowid with its units and values in one statement. Versions newer than the knowledge the
 //! session started with (`made_with`) are left for the next session: the batch's learned
 //! knowledge then says exactly what it carries.
 
@@ -61,11 +61,9 @@ pub struct ExportBatch {
 pub(super) const CHUNK: i64 = 512;
 
 /// Up to ?5 units of phase ?1 made by replica ?2 with ticks in ?3..=?4, in tick order, each with
-/// its item's global id: a range of the covering index `sync_units_by_version`, then one rowid
-/// lookup per hit.
-pub(super) const CHANGED_UNITS: &str = "SELECT i.id, u.t FROM sync_units u \
-     JOIN sync_items i ON i.rid = u.item \
-     WHERE u.phase = ?1 AND u.r = ?2 AND u.t BETWEEN ?3 AND ?4 ORDER BY u.t LIMIT ?5";
+/// its item's rid: a range of the covering index `sync_units_by_version`, nothing else.
+pub(super) const CHANGED_UNITS: &str = "SELECT item, t FROM sync_units \
+     WHERE phase = ?1 AND r = ?2 AND t BETWEEN ?3 AND ?4 ORDER BY t LIMIT ?5";
 
 impl Store {
     /// The next batch of at most `limit` items (and about `max_bytes` of values) whose versions
@@ -133,6 +131,8 @@ impl Store {
     ) -> Result<ExportBatch, StoreError> {
         let replicas: Vec<ReplicaId> = made_with.replicas().cloned().collect();
         let mut batch_phase: Option<Phase> = None;
+        // Items (by rid) this batch has looked at: an item has an index row per unit.
+        let mut looked_at = std::collections::HashSet::new();
         if cursor.expansion.is_some() {
             self.expand(&mut filler, cursor)?;
             batch_phase = cursor.phase();
@@ -165,7 +165,7 @@ impl Store {
                 cursor.after = 0;
                 continue;
             };
-            let rows: Vec<(String, i64)> = self
+            let rows: Vec<(i64, i64)> = self
                 .conn
                 .prepare_cached(CHANGED_UNITS)
                 .and_then(|mut s| {
@@ -180,14 +180,15 @@ impl Store {
             for (item, t) in rows {
                 let t = t.max(0) as u64;
                 cursor.after = t;
-                if !missing.contains(t) || filler.seen.contains(&item) {
+                if !missing.contains(t) || !looked_at.insert(item) {
                     continue;
                 }
-                let Some(change) = self.read_item_change(&item)? else {
+                let Some(change) = self.read_item_change_at(item)? else {
                     continue;
                 };
-                // Every unit may already be known (sent earlier in this session).
-                if change.versions().all(|v| dest.contains(v)) {
+                // Every unit may already be known (sent earlier in this session), or the item
+                // already in the batch (a subtree sent along with its folder).
+                if change.versions().all(|v| dest.contains(v)) || filler.seen.contains(&change.id) {
                     continue;
                 }
                 batch_phase.get_or_insert(phase);

@@ -156,7 +156,7 @@ impl Store {
             };
             bytes += approximate_size(&change);
             versions.extend(change.versions().cloned());
-            changes.push(change.to_wire(&mut table));
+            changes.push(change.into_wire(&mut table));
             upto = Some(id.clone());
             if bytes >= max_bytes {
                 break;

@@ -39,19 +39,19 @@ impl ItemChange {
         self.units.iter().map(|u| &u.version)
     }
 
-    /// The wire form, with versions as indexes into `table`.
-    pub fn to_wire(&self, table: &mut ReplicaTable) -> Change {
+    /// The wire form, with versions as indexes into `table`; the values move, uncopied.
+    pub fn into_wire(self, table: &mut ReplicaTable) -> Change {
         Change {
-            id: self.id.clone(),
+            id: self.id,
             kind: self.kind,
             created: table.wire(&self.created),
             units: self
                 .units
-                .iter()
+                .into_iter()
                 .map(|u| UnitChange {
                     version: table.wire(&u.version),
                     at: u.at,
-                    value: u.value.clone(),
+                    value: u.value,
                 })
                 .collect(),
         }
@@ -60,50 +60,51 @@ impl ItemChange {
     /// Reads a change off the wire, checking that it is well formed: versions name replicas of
     /// the batch's table, ticks are not 0, the units fit the kind and none is repeated.
     pub fn from_wire(change: Change, replicas: &[ReplicaId]) -> Result<ItemChange, String> {
+        let Change {
+            id,
+            kind,
+            created,
+            units: wire_units,
+        } = change;
         let version = |v: WireVersion| -> Result<Version, String> {
             let replica = replicas.get(v.0 as usize).ok_or_else(|| {
                 format!(
-                    "item {}: version names replica #{} but the batch lists {}",
-                    change.id,
+                    "item {id}: version names replica #{} but the batch lists {}",
                     v.0,
                     replicas.len()
                 )
             })?;
             if v.1 == 0 {
-                return Err(format!("item {}: tick 0 is not a version", change.id));
+                return Err(format!("item {id}: tick 0 is not a version"));
             }
             Ok(Version {
                 replica: replica.clone(),
                 tick: v.1,
             })
         };
-        if change.id.is_empty() {
+        if id.is_empty() {
             return Err("an item has an empty id".into());
         }
-        let created = version(change.created)?;
-        let mut units = Vec::with_capacity(change.units.len());
-        for u in &change.units {
+        let created = version(created)?;
+        let mut units = Vec::with_capacity(wire_units.len());
+        for u in wire_units {
             let unit = u.value.unit();
-            let fits = Unit::live_units(change.kind).contains(&unit)
-                || unit == Unit::tombstone(change.kind);
+            let fits = Unit::live_units(kind).contains(&unit) || unit == Unit::tombstone(kind);
             if !fits {
-                return Err(format!(
-                    "item {}: a {:?} has no {:?} unit",
-                    change.id, change.kind, unit
-                ));
+                return Err(format!("item {id}: a {kind:?} has no {unit:?} unit"));
             }
             if units.iter().any(|s: &UnitState| s.value.unit() == unit) {
-                return Err(format!("item {}: unit {unit:?} appears twice", change.id));
+                return Err(format!("item {id}: unit {unit:?} appears twice"));
             }
             units.push(UnitState {
                 version: version(u.version)?,
                 at: u.at,
-                value: u.value.clone(),
+                value: u.value,
             });
         }
         let item = ItemChange {
-            id: change.id,
-            kind: change.kind,
+            id,
+            kind,
             created,
             units,
         };
@@ -233,82 +234,161 @@ impl Store {
 
     /// An item with its values, as a change to export; `None` if the store never saw it.
     pub fn read_item_change(&mut self, id: &str) -> Result<Option<ItemChange>, StoreError> {
-        let Some(local) = self.local_item(id)? else {
+        self.read_change(CHANGE_BY_ID, rusqlite::types::Value::Text(id.to_string()))
+    }
+
+    /// [`Store::read_item_change`] of the item at `rid` (its row in `sync_items`): what the
+    /// enumeration finds in the version index, read without the random-key lookup by id.
+    pub(super) fn read_item_change_at(
+        &mut self,
+        rid: i64,
+    ) -> Result<Option<ItemChange>, StoreError> {
+        self.read_change(CHANGE_BY_RID, rusqlite::types::Value::Integer(rid))
+    }
+
+    /// One statement per item: its row in `sync_items`, its values (a live item's row in
+    /// `messages` or `folders`, read once) and one result row per unit.
+    fn read_change(
+        &mut self,
+        sql: &str,
+        key: rusqlite::types::Value,
+    ) -> Result<Option<ItemChange>, StoreError> {
+        let (head, raw_units) = self
+            .conn
+            .prepare_cached(sql)
+            .and_then(|mut stmt| {
+                let mut rows = stmt.query([key])?;
+                let mut head: Option<ChangeHead> = None;
+                let mut raw_units: Vec<(i64, i64, i64, i64)> = Vec::with_capacity(3);
+                while let Some(r) = rows.next()? {
+                    if head.is_none() {
+                        head = Some(ChangeHead::from_row(r)?);
+                    }
+                    if let Some(unit) = r.get::<_, Option<i64>>(5)? {
+                        raw_units.push((unit, r.get(6)?, r.get(7)?, r.get(8)?));
+                    }
+                }
+                Ok((head, raw_units))
+            })
+            .ctx(&self.path, "cannot read an item")?;
+        let Some(head) = head else {
             return Ok(None);
         };
-        let mut units = Vec::with_capacity(local.units.len());
-        if local.deleted {
-            for (unit, version, at) in local.units {
-                if unit.is_tombstone() {
-                    let value = match unit {
-                        Unit::FolderTombstone => UnitValue::FolderTombstone,
-                        _ => UnitValue::MessageTombstone,
-                    };
-                    units.push(UnitState { version, at, value });
-                }
-            }
-        } else {
-            let values: Vec<UnitValue> = match local.kind {
-                ItemKind::Folder => self
-                    .conn
-                    .prepare_cached("SELECT name, parent_id FROM folders WHERE id = ?1")
-                    .and_then(|mut s| {
-                        s.query_row([id], |r| {
-                            Ok(vec![
-                                UnitValue::Name { name: r.get(0)? },
-                                UnitValue::Parent {
-                                    parent_id: r.get(1)?,
-                                },
-                            ])
-                        })
-                    })
-                    .ctx(&self.path, "cannot read a folder")?,
-                ItemKind::Message => self
-                    .conn
-                    .prepare_cached(
-                        "SELECT subject, sender, received_at, headers, body, is_read, folder_id \
-                         FROM messages WHERE id = ?1",
-                    )
-                    .and_then(|mut s| {
-                        s.query_row([id], |r| {
-                            let body: Option<StoredBody> = r.get(4)?;
-                            Ok(vec![
-                                UnitValue::Content {
-                                    subject: r.get(0)?,
-                                    sender: r.get(1)?,
-                                    received_at: r.get(2)?,
-                                    headers: r.get(3)?,
-                                    body: body.map(Body::from_stored),
-                                },
-                                UnitValue::Read {
-                                    is_read: r.get::<_, i64>(5)? != 0,
-                                },
-                                UnitValue::Location {
-                                    folder_id: r.get(6)?,
-                                },
-                            ])
-                        })
-                    })
-                    .ctx(&self.path, "cannot read a message")?,
-            };
-            for value in values {
-                let unit = value.unit();
-                let (_, version, at) =
-                    local
-                        .unit(unit)
-                        .cloned()
-                        .ok_or_else(|| StoreError::Corrupt {
-                            path: self.path.clone(),
-                            what: format!("item {id} has no version for {unit:?}"),
-                        })?;
-                units.push(UnitState { version, at, value });
-            }
+        let id = head.id;
+        let path = self.path.clone();
+        let corrupt = |what: String| StoreError::Corrupt {
+            path: path.clone(),
+            what,
+        };
+        let kind = ItemKind::from_code(head.kind)
+            .ok_or_else(|| corrupt(format!("item {id} has kind {}", head.kind)))?;
+        let mut versions = Vec::with_capacity(raw_units.len());
+        for (unit, r, t, at) in raw_units {
+            let unit = Unit::from_code(unit)
+                .ok_or_else(|| corrupt(format!("item {id} has unit code {unit}")))?;
+            versions.push((unit, self.version_of(r, t)?, at));
+        }
+        let values = match head.values {
+            None => versions
+                .iter()
+                .filter(|(unit, _, _)| unit.is_tombstone())
+                .map(|(unit, _, _)| match unit {
+                    Unit::FolderTombstone => UnitValue::FolderTombstone,
+                    _ => UnitValue::MessageTombstone,
+                })
+                .collect(),
+            Some(values) => values,
+        };
+        if head.live_without_row {
+            return Err(corrupt(format!("item {id} is live but has no row")));
+        }
+        let mut units = Vec::with_capacity(values.len());
+        for value in values {
+            let unit = value.unit();
+            let (_, version, at) = versions
+                .iter()
+                .find(|u| u.0 == unit)
+                .cloned()
+                .ok_or_else(|| corrupt(format!("item {id} has no version for {unit:?}")))?;
+            units.push(UnitState { version, at, value });
         }
         Ok(Some(ItemChange {
-            id: id.to_string(),
-            kind: local.kind,
-            created: local.created,
+            id,
+            kind,
+            created: self.version_of(head.created.0, head.created.1)?,
             units,
         }))
+    }
+}
+
+/// What `read_change` reads of the item whose `key` is ?1: the item, one row per unit version,
+/// and in each the values of a live message or folder (NULL for a tombstone, whose row is gone),
+/// found once per item.
+macro_rules! change_where {
+    ($key:literal) => {
+        concat!(
+            "SELECT i.id, i.kind, i.created_r, i.created_t, i.deleted_at, u.unit, u.r, u.t, u.at, ",
+            "m.subject, m.sender, m.received_at, m.headers, m.body, m.is_read, m.folder_id, ",
+            "f.name, f.parent_id, coalesce(m.id, f.id) IS NOT NULL FROM sync_items i ",
+            "LEFT JOIN messages m ON i.kind = 1 AND i.deleted_at IS NULL AND m.id = i.id ",
+            "LEFT JOIN folders f ON i.kind = 0 AND i.deleted_at IS NULL AND f.id = i.id ",
+            "LEFT JOIN sync_units u ON u.item = i.rid WHERE ",
+            $key,
+            " = ?1"
+        )
+    };
+}
+pub(super) const CHANGE_BY_ID: &str = change_where!("i.id");
+pub(super) const CHANGE_BY_RID: &str = change_where!("i.rid");
+
+/// An item's own columns and, for a live item, its values (read from the first result row).
+struct ChangeHead {
+    id: String,
+    kind: i64,
+    created: (i64, i64),
+    /// `None` for a tombstone.
+    values: Option<Vec<UnitValue>>,
+    live_without_row: bool,
+}
+
+impl ChangeHead {
+    fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ChangeHead> {
+        let kind: i64 = r.get(1)?;
+        let deleted: Option<i64> = r.get(4)?;
+        let has_row: bool = r.get(18)?;
+        let values = match (deleted, has_row) {
+            (Some(_), _) | (None, false) => None,
+            (None, true) if kind == ItemKind::Message.code() => {
+                let body: Option<StoredBody> = r.get(13)?;
+                Some(vec![
+                    UnitValue::Content {
+                        subject: r.get(9)?,
+                        sender: r.get(10)?,
+                        received_at: r.get(11)?,
+                        headers: r.get(12)?,
+                        body: body.map(Body::from_stored),
+                    },
+                    UnitValue::Read {
+                        is_read: r.get::<_, i64>(14)? != 0,
+                    },
+                    UnitValue::Location {
+                        folder_id: r.get(15)?,
+                    },
+                ])
+            }
+            (None, true) => Some(vec![
+                UnitValue::Name { name: r.get(16)? },
+                UnitValue::Parent {
+                    parent_id: r.get(17)?,
+                },
+            ]),
+        };
+        Ok(ChangeHead {
+            id: r.get(0)?,
+            kind,
+            created: (r.get(2)?, r.get(3)?),
+            values,
+            live_without_row: deleted.is_none() && !has_row,
+        })
     }
 }

@@ -184,16 +184,7 @@ fn cleanup_with_nothing_old_enough_reads_one_index_and_writes_nothing() {
         before, after,
         "a cleanup with nothing to do commits nothing"
     );
-    let plan = |sql: &str| -> Vec<String> {
-        let mut stmt = app.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
-        let params = vec![0i64; stmt.parameter_count()];
-        stmt.query_map(rusqlite::params_from_iter(params), |r| {
-            r.get::<_, String>(3)
-        })
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
-    };
+    let plan = |sql: &str| super::tests::query_plan(&app, sql);
     let probe = plan(super::cleanup::ANY_OLD_TOMBSTONE);
     assert!(
         probe.iter().any(|p| p

@@ -148,7 +148,7 @@ impl<'a> Filler<'a> {
         if !hold {
             self.versions.extend(change.versions().cloned());
         }
-        self.changes.push(change.to_wire(&mut self.table));
+        self.changes.push(change.into_wire(&mut self.table));
         Ok(())
     }
 }

@@ -29,6 +29,18 @@ fn versions(app: &Connection, id: &str) -> Vec<(i64, i64, i64)> {
         .collect()
 }
 
+/// The query plan of `sql` (each step's detail), its parameters bound to 0.
+pub(super) fn query_plan(app: &Connection, sql: &str) -> Vec<String> {
+    let mut stmt = app.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+    let params = vec![0i64; stmt.parameter_count()];
+    stmt.query_map(rusqlite::params_from_iter(params), |r| {
+        r.get::<_, String>(3)
+    })
+    .unwrap()
+    .map(Result::unwrap)
+    .collect()
+}
+
 fn created(app: &Connection, id: &str) -> (i64, i64) {
     app.query_row(
         "SELECT created_r, created_t FROM sync_items WHERE id = ?1",
@@ -483,25 +495,39 @@ fn a_batch_applied_twice_changes_nothing_the_second_time() {
 fn enumeration_reads_the_version_index_not_the_table() {
     let dir = tempfile::tempdir().unwrap();
     let (_store, app) = new_store(&dir, "s.db");
-    let plan: Vec<String> = app
-        .prepare(&format!(
-            "EXPLAIN QUERY PLAN {}",
-            super::enumerate::CHANGED_UNITS
-        ))
-        .unwrap()
-        .query_map(rusqlite::params![2, 0, 10, 20, 512], |r| {
-            r.get::<_, String>(3)
-        })
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
     assert_eq!(
-        plan,
+        query_plan(&app, super::enumerate::CHANGED_UNITS),
         vec![
-            "SEARCH u USING COVERING INDEX sync_units_by_version (phase=? AND r=? AND t>? AND t<?)",
-            "SEARCH i USING INTEGER PRIMARY KEY (rowid=?)"
+            "SEARCH sync_units USING COVERING INDEX sync_units_by_version (phase=? AND r=? AND t>? AND t<?)"
         ]
     );
+}
+
+#[test]
+fn an_item_is_read_for_export_in_one_statement_its_row_found_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_store, app) = new_store(&dir, "s.db");
+    for (sql, first) in [
+        (
+            super::items::CHANGE_BY_RID,
+            "SEARCH i USING INTEGER PRIMARY KEY (rowid=?)",
+        ),
+        (
+            super::items::CHANGE_BY_ID,
+            "SEARCH i USING INDEX sync_items_by_id (id=?)",
+        ),
+    ] {
+        // The message or folder row is looked up once, then the item's units are walked.
+        assert_eq!(
+            query_plan(&app, sql),
+            vec![
+                first,
+                "SEARCH m USING INDEX sqlite_autoindex_messages_1 (id=?) LEFT-JOIN",
+                "SEARCH f USING INDEX sqlite_autoindex_folders_1 (id=?) LEFT-JOIN",
+                "SEARCH u USING PRIMARY KEY (item=?) LEFT-JOIN"
+            ]
+        );
+    }
 }
 
 #[test]
