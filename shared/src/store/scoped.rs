@@ -32,6 +32,13 @@ pub struct LeftScope {
     pub versions: Vec<Version>,
 }
 
+/// The versions of unit ?1 of the messages held without their body: the header-only list first
+/// (CROSS JOIN keeps that order), each message's rid by its id, then its unit, so the cost follows
+/// the header-only copies, not the store (the planner would otherwise scan every unit).
+pub(super) const HEADERS_ONLY_VERSIONS: &str = "SELECT u.r, u.t FROM sync_headers_only h \
+     CROSS JOIN sync_items i ON i.id = h.item \
+     CROSS JOIN sync_units u ON u.item = i.rid AND u.unit = ?1";
+
 impl Store {
     /// What this store knows of `source` through the scope with key `scope`.
     pub fn scoped_knowledge(
@@ -272,10 +279,7 @@ impl Store {
     pub fn headers_only_versions(&mut self) -> Result<Knowledge, StoreError> {
         let rows: Vec<(i64, i64)> = self
             .conn
-            .prepare_cached(
-                "SELECT u.r, u.t FROM sync_headers_only h JOIN sync_items i ON i.id = h.item \
-                 JOIN sync_units u ON u.item = i.rid AND u.unit = ?1",
-            )
+            .prepare_cached(HEADERS_ONLY_VERSIONS)
             .and_then(|mut s| {
                 s.query_map([crate::model::Unit::Content.code()], |r| {
                     Ok((r.get(0)?, r.get(1)?))

@@ -531,6 +531,20 @@ fn an_item_is_read_for_export_in_one_statement_its_row_found_once() {
 }
 
 #[test]
+fn header_only_versions_are_read_from_the_header_only_list_not_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_store, app) = new_store(&dir, "s.db");
+    assert_eq!(
+        query_plan(&app, super::scoped::HEADERS_ONLY_VERSIONS),
+        vec![
+            "SCAN h",
+            "SEARCH i USING COVERING INDEX sync_items_by_id (id=?)",
+            "SEARCH u USING PRIMARY KEY (item=? AND unit=?)"
+        ]
+    );
+}
+
+#[test]
 fn enumeration_follows_the_phases_and_skips_what_the_destination_knows() {
     let dir = tempfile::tempdir().unwrap();
     let (mut a, app) = new_store(&dir, "a.db");
