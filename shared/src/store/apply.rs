@@ -62,9 +62,10 @@ pub struct ImportSession {
     pub(crate) excluded: std::collections::HashSet<Version>,
     /// Items that failed in this session: an item enumerated again in a later phase fails once.
     failed: std::collections::HashSet<String>,
-    /// Versions the store does not claim although the session carried them (`scoped`): content
-    /// applied without its body, changes that left the scope, items it stopped holding. They
-    /// stay out of the store's knowledge, so a session that carries them whole sends them again.
+    /// Versions the store does not claim although the session told it of them (`scoped`):
+    /// changes that took items out of the scope, and the versions of items it stopped holding.
+    /// They stay out of the store's knowledge, so a session that carries them whole sends them
+    /// again.
     pub(crate) unclaimed: Knowledge,
     /// What the session carried so far (scoped sessions): the store claims no more of the
     /// source's knowledge than this.
@@ -601,12 +602,14 @@ impl Store {
         let mut current: Option<ItemChange> = None;
         for incoming in &change.units {
             let unit = incoming.value.unit();
-            if unit == Unit::Content && self.fills_in(change)? {
-                // A header-only copy meeting its body: the body fills in.
-                if local.unit(unit).is_some_and(|l| l.1 == incoming.version) {
-                    take.push(incoming);
-                    continue;
-                }
+            // A header-only copy meeting its body: the body fills in (the version check first,
+            // it costs no query).
+            if unit == Unit::Content
+                && local.unit(unit).is_some_and(|l| l.1 == incoming.version)
+                && self.fills_in(change)?
+            {
+                take.push(incoming);
+                continue;
             }
             if known.contains(&incoming.version) {
                 continue;
@@ -991,24 +994,34 @@ impl Store {
     /// beyond its counter (a store restored from a backup hearing of its lost changes) moves the
     /// counter forward, so no tick is ever given out twice.
     fn save_learned(&mut self, learned: &Knowledge) -> Result<(), StoreError> {
-        let json: String = self
-            .conn
-            .query_row("SELECT knowledge FROM sync_state WHERE id = 1", [], |r| {
-                r.get(0)
-            })
-            .ctx(&self.path, "cannot read knowledge")?;
-        let mut stored: Knowledge =
-            serde_json::from_str(&json).map_err(|e| StoreError::Corrupt {
-                path: self.path.clone(),
-                what: format!("knowledge is not valid: {e}"),
-            })?;
+        let mut stored = self.stored_knowledge()?;
         stored.union_with(learned);
         let own_max = stored
             .get(&self.replica)
             .and_then(|t| t.max_tick())
             .unwrap_or(0);
         stored.set(&self.replica, Default::default());
-        let json = serde_json::to_string(&stored).map_err(|e| StoreError::Corrupt {
+        self.write_stored_knowledge(&stored, own_max)
+    }
+
+    /// The knowledge row as stored: of other replicas only (its own is `1..=tick`).
+    pub(super) fn stored_knowledge(&self) -> Result<Knowledge, StoreError> {
+        let json: String = self
+            .conn
+            .query_row("SELECT knowledge FROM sync_state WHERE id = 1", [], |r| {
+                r.get(0)
+            })
+            .ctx(&self.path, "cannot read knowledge")?;
+        self.parse_knowledge(&json, "knowledge")
+    }
+
+    /// Writes the knowledge row, raising the tick counter to `own_max` if it is lower.
+    pub(super) fn write_stored_knowledge(
+        &self,
+        stored: &Knowledge,
+        own_max: u64,
+    ) -> Result<(), StoreError> {
+        let json = serde_json::to_string(stored).map_err(|e| StoreError::Corrupt {
             path: self.path.clone(),
             what: format!("cannot encode knowledge: {e}"),
         })?;

@@ -237,24 +237,11 @@ impl Store {
 
     /// Takes versions out of the store's knowledge (items it no longer holds).
     fn forget(&mut self, versions: &[Version]) -> Result<(), StoreError> {
-        let json: String = self
-            .conn
-            .query_row("SELECT knowledge FROM sync_state WHERE id = 1", [], |r| {
-                r.get(0)
-            })
-            .ctx(&self.path, "cannot read knowledge")?;
-        let mut stored = self.parse_knowledge(&json, "knowledge")?;
+        let mut stored = self.stored_knowledge()?;
         for v in versions {
             stored.exclude(v);
         }
-        let json = serde_json::to_string(&stored).map_err(|e| StoreError::Corrupt {
-            path: self.path.clone(),
-            what: format!("cannot encode knowledge: {e}"),
-        })?;
-        self.conn
-            .execute("UPDATE sync_state SET knowledge = ?1 WHERE id = 1", [json])
-            .map(|_| ())
-            .ctx(&self.path, "cannot save knowledge")
+        self.write_stored_knowledge(&stored, 0)
     }
 
     /// Whether a message is held without its body.

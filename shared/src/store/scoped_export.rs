@@ -203,8 +203,11 @@ impl Store {
         let Some(mut exp) = cursor.expansion.take() else {
             return Ok(());
         };
-        let holds = filler.scope.map(|s| s.holds.clone()).unwrap_or_default();
-        let patterns: Vec<FolderPattern> = filler.patterns().to_vec();
+        // Borrowed from the session's scope, not from `filler`, which the walk fills.
+        let Some(scope) = filler.scope else {
+            return Ok(());
+        };
+        let (holds, patterns) = (&scope.holds, &scope.patterns[..]);
         loop {
             if filler.is_full() {
                 cursor.expansion = Some(exp);
@@ -227,7 +230,7 @@ impl Store {
                 let exhausted = (rows.len() as i64) < CHUNK;
                 for (rowid, id) in rows {
                     *after = rowid;
-                    self.send_unless_held(filler, &holds, &id)?;
+                    self.send_unless_held(filler, holds, &id)?;
                     if filler.is_full() {
                         break;
                     }
@@ -248,17 +251,17 @@ impl Store {
                 .ctx(&self.path, "cannot list a folder's folders")?;
             for child in children {
                 let standing = match filler.tree.as_mut() {
-                    Some(tree) => tree.membership(&child, &patterns),
+                    Some(tree) => tree.membership(&child, patterns),
                     None => Membership::Matched,
                 };
                 if standing == Membership::Out {
                     continue;
                 }
-                self.send_unless_held(filler, &holds, &child)?;
+                self.send_unless_held(filler, holds, &child)?;
                 exp.queue.push_back(child);
             }
             let standing = match filler.tree.as_mut() {
-                Some(tree) => tree.membership(&folder, &patterns),
+                Some(tree) => tree.membership(&folder, patterns),
                 None => Membership::Matched,
             };
             if standing == Membership::Matched {
