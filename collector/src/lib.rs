@@ -58,7 +58,7 @@ async fn import(
     limits: ImportLimits,
     mut shutdown: Shutdown,
 ) -> Result<(), SessionError> {
-    let mut store = tokio::task::block_in_place(|| Store::open(store_path))?;
+    let mut store = shared::daemon::store_work(|| Store::open(store_path))?;
     accept_hello(conn, Role::Collector, store.replica(), Role::Synchronizer).await?;
     let begin = match conn.recv_required("begin_session").await? {
         Message::BeginSession(begin) => begin,
@@ -75,7 +75,7 @@ async fn import(
         .with_resolutions(begin.resolutions)
         .with_scope(scope_key.clone());
     let bodies = scope.as_ref().is_none_or(|s| s.bodies);
-    let (knowledge, forgotten, resume, scoped, lacks_bodies) = tokio::task::block_in_place(|| {
+    let (knowledge, forgotten, resume, scoped, lacks_bodies) = shared::daemon::store_work(|| {
         Ok::<_, SessionError>((
             store.knowledge()?,
             store.forgotten_knowledge()?,
@@ -150,7 +150,7 @@ async fn import(
             Some(_) => changes.iter().map(|c| c.id.clone()).collect(),
             None => HashSet::new(),
         };
-        let outcome = tokio::task::block_in_place(|| {
+        let outcome = shared::daemon::store_work(|| {
             let (changes, refused) = match limits.max_body_bytes {
                 Some(cap) => store.refuse_large_bodies(&mut session, changes, cap)?,
                 None => (changes, Vec::new()),

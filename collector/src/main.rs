@@ -29,7 +29,7 @@ struct Args {
     log_format: shared::logging::LogFormat,
 }
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let args = Args::parse();
     shared::logging::init(args.log_format, "info");

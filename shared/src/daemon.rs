@@ -9,6 +9,18 @@ use tokio::task::JoinSet;
 use crate::ipc::{LocalStream, SocketListener};
 use crate::shutdown::{self, Shutdown};
 
+/// Runs a piece of store work in place, on the calling thread.
+///
+/// Both daemons run a current-thread runtime (`#[tokio::main(flavor = "current_thread")]`), so
+/// store work blocks their one thread on purpose: a session's batches are decoded and applied on
+/// the same thread, and glibc's malloc keeps one arena instead of one per thread that ever ran a
+/// batch, each holding its own high-water mark (measured: 23–33 MiB peak RSS for the collector
+/// on a multi-thread runtime, see `bench/PROFILE.md`). Sessions still overlap at their awaits;
+/// the other process of a session works while this one blocks.
+pub fn store_work<T>(work: impl FnOnce() -> T) -> T {
+    work()
+}
+
 /// Serves `listener` until `stop` resolves, running `handler` for each connection.
 pub async fn serve<F, Fut>(listener: SocketListener, stop: impl Future<Output = ()>, handler: F)
 where
@@ -116,17 +128,12 @@ pub async fn cleanup_once(
     store: &std::path::Path,
     retention: crate::store::Retention,
 ) {
-    let path = store.to_path_buf();
-    let result = tokio::task::spawn_blocking(move || {
-        crate::store::Store::open(&path)?.cleanup_tombstones(retention)
-    })
-    .await;
+    let result = store_work(|| crate::store::Store::open(store)?.cleanup_tombstones(retention));
     match result {
-        Ok(Ok(report)) if report.removed > 0 => {
+        Ok(report) if report.removed > 0 => {
             tracing::info!(role, removed = report.removed, %retention, forgotten = %report.forgotten, "tombstone cleanup")
         }
-        Ok(Ok(_)) => tracing::debug!(role, %retention, "tombstone cleanup: nothing old enough"),
-        Ok(Err(error)) => tracing::warn!(role, %error, "tombstone cleanup failed"),
-        Err(error) => tracing::warn!(role, %error, "tombstone cleanup task failed"),
+        Ok(_) => tracing::debug!(role, %retention, "tombstone cleanup: nothing old enough"),
+        Err(error) => tracing::warn!(role, %error, "tombstone cleanup failed"),
     }
 }

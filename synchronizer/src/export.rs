@@ -33,7 +33,7 @@ pub async fn serve_agent(
     store_path: &Path,
     shutdown: Shutdown,
 ) -> Result<(), SessionError> {
-    let mut store = tokio::task::block_in_place(|| Store::open(store_path))?;
+    let mut store = shared::daemon::store_work(|| Store::open(store_path))?;
     accept_hello(agent, Role::Synchronizer, store.replica(), Role::Agent).await?;
     let request = match agent.recv_required("sync_request").await? {
         Message::SyncRequest(r) => r,
@@ -89,7 +89,7 @@ async fn export(
         })?,
         None => Vec::new(),
     };
-    let (made_with, forgotten) = tokio::task::block_in_place(|| {
+    let (made_with, forgotten) = shared::daemon::store_work(|| {
         Ok::<_, SessionError>((store.knowledge()?, store.forgotten_knowledge()?))
     })?;
     collector
@@ -163,7 +163,7 @@ async fn export(
     // What the destination knows once every batch sent so far is acknowledged: the next batch
     // is read against it while the collector still applies the previous one (pipelining). The
     // agent still hears of a batch only after its success message.
-    let mut next = Some(tokio::task::block_in_place(|| {
+    let mut next = Some(shared::daemon::store_work(|| {
         enumeration.next(store, &promised, export_scope.as_ref())
     })?);
     while let Some((batch, range)) = next.take() {
@@ -175,7 +175,7 @@ async fn export(
         let learned = if batch.done {
             // Tombstones cleaned up while the session ran may not have been sent: their
             // versions stay unlearned, so the destination recovers by full enumeration.
-            let now_forgotten = tokio::task::block_in_place(|| store.forgotten_knowledge())?;
+            let now_forgotten = shared::daemon::store_work(|| store.forgotten_knowledge())?;
             made_with.difference(&now_forgotten.difference(&forgotten))
         } else {
             made_with.project(batch.versions.iter().chain(&batch.left_versions))
@@ -205,7 +205,7 @@ async fn export(
             }))
             .await?;
         if !done {
-            next = Some(tokio::task::block_in_place(|| {
+            next = Some(shared::daemon::store_work(|| {
                 enumeration.next(store, &promised, export_scope.as_ref())
             })?);
         }

@@ -50,7 +50,7 @@ enum Command {
     },
 }
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let args = Args::parse();
     shared::logging::init(args.log_format, "info");
@@ -75,7 +75,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::Cleanup { store, retention }) => {
-            let report = tokio::task::block_in_place(|| {
+            let report = shared::daemon::store_work(|| {
                 shared::store::Store::open(&store)?.cleanup_tombstones(retention)
             })?;
             println!(
