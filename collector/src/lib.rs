@@ -9,7 +9,8 @@
 
 use std::collections::HashSet;
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use shared::error::SessionError;
 use shared::ipc::{LocalStream, SocketListener};
@@ -20,7 +21,10 @@ use shared::protocol::{
 };
 use shared::shutdown::Shutdown;
 use shared::store::{FullPosition, ImportSession, ItemChange, LeftScope, Store};
-use tracing::{info, instrument, warn};
+use tracing::{info, instrument};
+
+mod kept;
+pub use kept::{KeptStore, IMPORT_PAGE_CACHE_MIB};
 
 /// The store's own limits on what it applies.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -36,29 +40,41 @@ pub async fn serve(
     limits: ImportLimits,
     stop: impl Future<Output = ()>,
 ) {
+    let store = Arc::new(KeptStore::new(store));
     shared::daemon::serve(listener, stop, move |stream, shutdown| {
         let store = store.clone();
-        async move { handle(stream, store, limits, shutdown).await }
+        async move { handle(stream, &store, limits, shutdown).await }
     })
     .await
 }
 
-async fn handle(stream: LocalStream, store: PathBuf, limits: ImportLimits, shutdown: Shutdown) {
+async fn handle(stream: LocalStream, kept: &KeptStore, limits: ImportLimits, shutdown: Shutdown) {
     let mut conn = Connection::new(stream);
-    if let Err(error) = import(&mut conn, &store, limits, shutdown).await {
+    let result = match shared::daemon::store_work(|| kept.take()) {
+        Ok(mut lease) => {
+            let result = import(&mut conn, &mut lease.store, limits, shutdown).await;
+            // A connection that met a store error is closed, not kept: the next session opens
+            // the store afresh.
+            if !matches!(result, Err(SessionError::Store(_))) {
+                kept.give_back(lease);
+            }
+            result
+        }
+        Err(error) => Err(error.into()),
+    };
+    if let Err(error) = result {
         shared::daemon::report_failure(&mut conn, &error, "import").await;
     }
 }
 
 /// One synchronizer connection: the session's opening, then batch after batch.
-#[instrument(skip_all, fields(store = %store_path.display()), err(level = "debug"))]
+#[instrument(skip_all, fields(store = %store.path().display()), err(level = "debug"))]
 async fn import(
     conn: &mut Connection<LocalStream>,
-    store_path: &Path,
+    store: &mut Store,
     limits: ImportLimits,
     mut shutdown: Shutdown,
 ) -> Result<(), SessionError> {
-    let mut store = shared::daemon::store_work(|| Store::open(store_path))?;
     accept_hello(conn, Role::Collector, store.replica(), Role::Synchronizer).await?;
     let begin = match conn.recv_required("begin_session").await? {
         Message::BeginSession(begin) => begin,
@@ -104,6 +120,8 @@ async fn import(
     info!(source = %begin.source, rule = ?begin.rule, scope = scope_key.as_deref().unwrap_or("everything"), "session begins");
 
     let mut expected_seq = 1;
+    // Whether any batch so far carried an item: only then is the last commit synced to disk.
+    let mut carried_items = false;
     loop {
         let message = tokio::select! {
             m = conn.recv() => m?,
@@ -146,11 +164,17 @@ async fn import(
             })?;
         }
         let count = changes.len();
+        carried_items |= count > 0 || !left.is_empty();
         let carried: HashSet<String> = match &batch.full {
             Some(_) => changes.iter().map(|c| c.id.clone()).collect(),
             None => HashSet::new(),
         };
         let outcome = shared::daemon::store_work(|| {
+            // The last commit of a session that carried items syncs the WAL, and with it every
+            // commit before it: a completed session is on disk, not only safe from a process's
+            // death. A session that carried none (a no-op) changed only the store's knowledge,
+            // which the next session learns again if a power loss takes it.
+            store.set_synced_commits(batch.last && carried_items)?;
             let (changes, refused) = match limits.max_body_bytes {
                 Some(cap) => store.refuse_large_bodies(&mut session, changes, cap)?,
                 None => (changes, Vec::new()),
@@ -174,12 +198,6 @@ async fn import(
                 None => store.apply_batch(&mut session, changes, &batch.learned, batch.last)?,
             };
             outcome.errors.extend(refused);
-            if batch.last {
-                // The session's commits are made; failing to checkpoint them loses nothing.
-                if let Err(error) = store.checkpoint() {
-                    warn!(%error, "checkpoint after the session failed");
-                }
-            }
             Ok::<_, SessionError>(outcome)
         })?;
         if let Some(next) = batch.full.as_ref().and_then(|r| r.next()) {

@@ -323,13 +323,25 @@ impl Store {
         })
     }
 
-    /// Copies what the WAL holds into the database as far as readers allow (a passive
-    /// checkpoint: it never waits for them), syncing the WAL first. Run at the end of an import
-    /// session, so between sessions the store's commits are on disk and its WAL is short.
-    pub fn checkpoint(&self) -> Result<(), StoreError> {
+    /// Sets the connection's page cache to `mib` MiB (SQLite's default is 2 MiB); pages are
+    /// allocated as they are first used, so the memory is spent only by a connection that
+    /// touches that many pages.
+    pub fn set_page_cache_mib(&self, mib: u32) -> Result<(), StoreError> {
         self.conn
-            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-            .ctx(&self.path, "cannot checkpoint the WAL")
+            .execute_batch(&format!("PRAGMA cache_size = -{};", u64::from(mib) * 1024))
+            .ctx(&self.path, "cannot set the page cache size")
+    }
+
+    /// Makes this connection's commits synced to disk (`synchronous = FULL`: SQLite syncs the WAL
+    /// at each commit) or not (`NORMAL`, the default: a commit survives any process's death, not
+    /// a power loss). The collector turns it on for a session's last batch, so a completed
+    /// session is on disk whatever happens to the machine afterwards; the one sync also covers
+    /// the session's earlier commits, which are in the same WAL file before it.
+    pub fn set_synced_commits(&self, synced: bool) -> Result<(), StoreError> {
+        let level = if synced { "FULL" } else { "NORMAL" };
+        self.conn
+            .execute_batch(&format!("PRAGMA synchronous = {level};"))
+            .ctx(&self.path, "cannot set synchronous")
     }
 
     pub fn counts(&self) -> Result<StoreCounts, StoreError> {

@@ -832,6 +832,30 @@ fn commits_stay_in_the_wal_until_a_checkpoint_copies_them_into_the_database() {
         n
     };
     assert_eq!(in_file(), 0, "a small commit is not checkpointed at once");
-    store.checkpoint().unwrap();
+    store
+        .conn
+        .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+        .unwrap();
     assert_eq!(in_file(), 1);
+}
+
+#[test]
+fn synced_commits_are_a_setting_of_the_connection_and_can_be_turned_off_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _app) = new_store(&dir, "s.db");
+    let level = || -> i64 {
+        store
+            .conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(
+        level(),
+        1,
+        "NORMAL by default: commits survive a process's death"
+    );
+    store.set_synced_commits(true).unwrap();
+    assert_eq!(level(), 2, "FULL: each commit syncs the WAL");
+    store.set_synced_commits(false).unwrap();
+    assert_eq!(level(), 1);
 }
