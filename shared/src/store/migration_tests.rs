@@ -184,3 +184,66 @@ fn migrates_with_its_versions_keeps_tracking_and_syncs(version: i64) {
     assert_eq!(version_table(&app, "u.item = i.rid"), after);
     assert_eq!(a.tick().unwrap(), 11);
 }
+
+/// The opcodes SQLite runs for an application's message INSERT on `app`.
+fn insert_plan(app: &Connection) -> Vec<String> {
+    app.prepare("EXPLAIN INSERT INTO messages (folder_id, body) VALUES ('f', ?1)")
+        .unwrap()
+        .query_map([0], |r| r.get::<_, String>(1))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+#[test]
+fn a_store_of_schema_4_gets_a_body_check_without_a_throwaway_index_and_the_same_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s4.db");
+    drop(Store::open_at(&path, 4).unwrap());
+    let app = Connection::open(&path).unwrap();
+    app.execute_batch(
+        "INSERT INTO folders (id, name) VALUES ('f', 'Inbox');
+         INSERT INTO messages (id, folder_id, body) VALUES
+             ('t', 'f', 'text'), ('b', 'f', x'00ff'), ('n', 'f', NULL);",
+    )
+    .unwrap();
+    // Throwaway indexes the INSERT builds: one for the IN list, and the tracking trigger's.
+    let ephemerals = |app: &Connection| {
+        insert_plan(app)
+            .iter()
+            .filter(|op| *op == "OpenEphemeral")
+            .count()
+    };
+    let before = ephemerals(&app);
+
+    drop(Store::open(&path).unwrap());
+    assert_eq!(user_version(&app), 5);
+    let fresh = Connection::open(&path).unwrap();
+    assert_eq!(ephemerals(&fresh), before - 1, "{:?}", insert_plan(&fresh));
+    let integrity: String = app
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(integrity, "ok");
+
+    // The same rule: text, blob and NULL bodies, nothing else, also on the application's
+    // connection that was open across the migration.
+    let insert = "INSERT INTO messages (folder_id, body) VALUES ('f', ?1)";
+    for ok in [
+        rusqlite::types::Value::Text("more".into()),
+        rusqlite::types::Value::Blob(vec![1, 2]),
+        rusqlite::types::Value::Null,
+    ] {
+        app.execute(insert, [ok]).unwrap();
+    }
+    for bad in [
+        rusqlite::types::Value::Integer(7),
+        rusqlite::types::Value::Real(1.5),
+    ] {
+        let err = app.execute(insert, [&bad]).unwrap_err().to_string();
+        assert!(err.contains("body_must_be_text_or_blob"), "{bad:?}: {err}");
+    }
+    let n: i64 = app
+        .query_row("SELECT count(*) FROM messages", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 6);
+}

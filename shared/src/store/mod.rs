@@ -228,6 +228,30 @@ impl Store {
                 ))
                 .ctx(&p, "cannot mark the file as a store")?;
             }
+            if index == 4 {
+                // The schema text was edited in place: make sure it was, and make every
+                // connection read it again.
+                let sql: String = tx
+                    .query_row(
+                        "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'messages'",
+                        [],
+                        |r| r.get(0),
+                    )
+                    .ctx(&p, "cannot read the messages table's schema")?;
+                if !sql.contains(schema::BODY_CHECK_5) {
+                    return Err(StoreError::Corrupt {
+                        path: p,
+                        what: "migration 5: the messages table's body check is not the one \
+                                 icsync created, so it was left as it is"
+                            .into(),
+                    });
+                }
+                let cookie: i64 = tx
+                    .query_row("PRAGMA schema_version", [], |r| r.get(0))
+                    .ctx(&p, "cannot read the schema cookie")?;
+                tx.execute_batch(&format!("PRAGMA schema_version = {};", cookie + 1))
+                    .ctx(&p, "cannot bump the schema cookie")?;
+            }
             tx.execute_batch(&format!("PRAGMA user_version = {};", index + 1))
                 .ctx(&p, "cannot record schema version")?;
         }
