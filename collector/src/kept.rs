@@ -52,10 +52,6 @@ impl KeptStore {
         }
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// The kept connection if it is still on the file at the path, else a new one.
     pub fn take(&self) -> Result<Lease, StoreError> {
         let kept = self

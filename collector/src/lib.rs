@@ -24,7 +24,7 @@ use shared::store::{FullPosition, ImportSession, ItemChange, LeftScope, Store};
 use tracing::{info, instrument};
 
 mod kept;
-pub use kept::{KeptStore, IMPORT_PAGE_CACHE_MIB};
+use kept::KeptStore;
 
 /// The store's own limits on what it applies.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -98,8 +98,13 @@ pub async fn start_cleanup(
     let Some(retention) = retention else {
         return Ok(None);
     };
-    crate::store::Store::open(store)?;
-    cleanup_once(role, store, retention).await;
+    // A bad store is refused here; a failed cleanup of a good one is only logged.
+    let mut opened = crate::store::Store::open(store)?;
+    log_cleanup(
+        role,
+        retention,
+        store_work(|| opened.cleanup_tombstones(retention)),
+    );
     Ok(Some(tokio::spawn(cleanup_schedule(
         role,
         store.to_path_buf(),
@@ -118,17 +123,25 @@ pub async fn cleanup_schedule(
 ) {
     loop {
         tokio::time::sleep(retention.interval()).await;
-        cleanup_once(role, &store, retention).await;
+        cleanup_once(role, &store, retention);
     }
 }
 
 /// One cleanup, logged; a failure is logged and left for the next run.
-pub async fn cleanup_once(
+pub fn cleanup_once(
     role: &'static str,
     store: &std::path::Path,
     retention: crate::store::Retention,
 ) {
     let result = store_work(|| crate::store::Store::open(store)?.cleanup_tombstones(retention));
+    log_cleanup(role, retention, result);
+}
+
+fn log_cleanup(
+    role: &'static str,
+    retention: crate::store::Retention,
+    result: Result<crate::store::CleanupReport, crate::store::StoreError>,
+) {
     match result {
         Ok(report) if report.removed > 0 => {
             tracing::info!(role, removed = report.removed, %retention, forgotten = %report.forgotten, "tombstone cleanup")
