@@ -20,6 +20,7 @@ use super::conflict::{
     label_of, newer, summary, ConflictRule, Outcome, ReportedConflict, Resolution, Resolutions,
 };
 use super::error::SqlContext;
+use super::fresh::split_new_messages;
 use super::items::{ItemChange, LocalItem, UnitState};
 use super::{Store, StoreError};
 use crate::knowledge::{Knowledge, ReplicaId, Version};
@@ -228,6 +229,7 @@ impl Store {
             }
             Err(e) => {
                 let _ = self.conn.execute_batch("ROLLBACK");
+                let _ = self.set_triggers(true);
                 // Replica indexes handed out inside the rolled-back transaction are gone.
                 self.by_id.clear();
                 self.by_idx.clear();
@@ -256,7 +258,26 @@ impl Store {
             guard,
         };
 
-        for change in in_apply_order(changes) {
+        let order = in_apply_order(changes);
+        let (new, rest) = if self.has_foreign_message_triggers()? {
+            (Vec::new(), order)
+        } else {
+            split_new_messages(order, &known)
+        };
+        if !new.is_empty() {
+            // New messages first, with the triggers off (see `fresh`); on again whatever happens.
+            self.set_triggers(false)?;
+            let mut created = Ok(());
+            for change in new {
+                created = self.apply_guarded(session, &mut item, change, false);
+                if created.is_err() {
+                    break;
+                }
+            }
+            self.set_triggers(true)?;
+            created?;
+        }
+        for change in rest {
             self.apply_guarded(session, &mut item, change, false)?;
         }
         // Queued items whose parent arrived in this batch.
@@ -384,6 +405,10 @@ impl Store {
             return Ok(Step::Skipped);
         }
         let local = self.local_item(&change.id)?;
+        if local.is_some() || change.is_tombstone() || change.kind != ItemKind::Message {
+            // Only a new message is created with the triggers off (see `fresh`).
+            self.set_triggers(true)?;
+        }
         if let Some(local) = &local {
             if local.kind != change.kind {
                 // Two stores used one id for a folder and a message: this item fails alone.

@@ -4,6 +4,7 @@
 //! - `schema`: the migrations (tables, indexes, triggers).
 //! - `enumerate`: seed 001's GetChangeBatch — the next batch of changes a knowledge lacks.
 //! - `apply`: seed 003's change applier — import a batch in one transaction with the knowledge.
+//! - `fresh`: the applier's hot path — a batch's new messages created with triggers off.
 //! - `conflict`: seed 004's conflicts — policies, operators' resolutions, what is reported.
 //! - `constraint`: seed 003's constraint conflicts — parent deleted, same name, cycles.
 //! - `items`: reading and writing one item's versions and values (seed 001's GetLocalVersions).
@@ -17,6 +18,7 @@ mod conflict;
 mod constraint;
 mod enumerate;
 mod error;
+mod fresh;
 mod full;
 mod items;
 mod limits;

@@ -428,6 +428,19 @@ UPDATE sqlite_schema
 PRAGMA writable_schema = OFF;
 "#;
 
+/// The store's own triggers on `messages` (migrations 1, 3 and 4). Any other trigger there is an
+/// application's, which imports must fire (see `store::fresh`).
+pub const OWN_MESSAGE_TRIGGERS: &[&str] = &[
+    "messages_folder_exists",
+    "messages_move_exists",
+    "messages_id_fixed",
+    "messages_track_insert",
+    "messages_track_update",
+    "messages_track_delete",
+    "messages_headers_only_content",
+    "messages_headers_only_gone",
+];
+
 /// The body check as migration 5 leaves it in the `messages` table's schema text.
 pub const BODY_CHECK_5: &str = "CHECK (body IS NULL OR typeof(body) IN ('text', 'blob'))";
 

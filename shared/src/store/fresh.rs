@@ -1,0 +1,275 @@
+//! New messages created with the import connection's triggers switched off: an import's hot
+//! path.
+//!
+//! Every statement that may fire a trigger runs as a statement transaction: SQLite first copies
+//! each page the statement touches into a statement journal, so that a trigger that fails can
+//! undo the statement. For the INSERT of a new message that copying was a quarter of the
+//! collector's instructions in an initial sync (callgrind, `bench/PROFILE.md`), and the
+//! triggers it paid for do nothing there:
+//! - `messages_track_insert` stands aside while `sync_state.applying = 1` (seed 004's inline
+//!   tracking; the applier writes the item's remote versions itself);
+//! - `messages_folder_exists` checks what the applier checks just before, in the same
+//!   transaction: `create` makes a message whose folder is missing wait in the queue instead.
+//!
+//! So the new messages of a batch are applied first, with the connection's triggers off
+//! (`SQLITE_DBCONFIG_ENABLE_TRIGGER`), and everything else after them with the triggers on.
+//! Messages commute (see `apply::in_apply_order`), so only the order of their reports changes.
+//! - This happens only while `messages` has no trigger but the store's own: an application's
+//!   trigger, which may refuse an item (seed 003, a recoverable error), always runs.
+//! - Only the creation of a message the store has never seen runs without triggers:
+//!   `apply_one` switches them back on before any other write, should the guess of
+//!   [`split_new_messages`] be wrong.
+//! - Switching expires the connection's prepared statements (they are prepared again at their
+//!   next use), so a batch switches at most twice in the common case.
+//!
+//! The setting belongs to the connection only: applications' connections, and the store's own
+//! once the batch is applied, track every write as before.
+
+use rusqlite::config::DbConfig;
+
+use super::error::SqlContext;
+use super::items::ItemChange;
+use super::schema::OWN_MESSAGE_TRIGGERS;
+use super::{Store, StoreError};
+use crate::knowledge::Knowledge;
+use crate::model::ItemKind;
+
+impl Store {
+    /// Switches the connection's triggers on or off. Switching to the current state changes
+    /// nothing (and expires no statement).
+    pub(super) fn set_triggers(&self, on: bool) -> Result<(), StoreError> {
+        self.conn
+            .set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER, on)
+            .map(|_| ())
+            .ctx(&self.path, "cannot switch the import connection's triggers")
+    }
+
+    /// Whether `messages` has a trigger that is not the store's own (an application's).
+    pub(super) fn has_foreign_message_triggers(&self) -> Result<bool, StoreError> {
+        let own = OWN_MESSAGE_TRIGGERS
+            .iter()
+            .map(|name| format!("'{name}'"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        self.conn
+            .prepare_cached(&format!(
+                "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'trigger' \
+                 AND tbl_name = 'messages' AND name NOT IN ({own}))"
+            ))
+            .and_then(|mut s| s.query_row([], |r| r.get(0)))
+            .ctx(&self.path, "cannot read the store's triggers")
+    }
+}
+
+/// Splits a batch (in apply order) into the messages that look new to a store that knows
+/// `known` (their creation version is unknown, they are no tombstone, and their id comes once)
+/// and the rest, each in its order.
+pub(super) fn split_new_messages<'a>(
+    order: Vec<&'a ItemChange>,
+    known: &Knowledge,
+) -> (Vec<&'a ItemChange>, Vec<&'a ItemChange>) {
+    let mut once = std::collections::HashMap::<&str, usize>::new();
+    for change in &order {
+        *once.entry(change.id.as_str()).or_default() += 1;
+    }
+    order.into_iter().partition(|change| {
+        change.kind == ItemKind::Message
+            && !change.is_tombstone()
+            && !known.contains(&change.created)
+            && once.get(change.id.as_str()) == Some(&1)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use rusqlite::config::DbConfig;
+
+    use super::*;
+    use crate::knowledge::{ReplicaId, Version};
+    use crate::store::items::UnitState;
+    use crate::store::tests::{new_store, public_rows, sync};
+    use crate::store::ConflictRule;
+
+    #[test]
+    fn the_list_of_own_triggers_is_every_trigger_a_new_store_has_on_messages() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_store, app) = new_store(&dir, "s.db");
+        let mut names: Vec<String> = app
+            .prepare(
+                "SELECT name FROM sqlite_schema WHERE type = 'trigger' AND tbl_name = 'messages'",
+            )
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        names.sort();
+        let mut own: Vec<&str> = OWN_MESSAGE_TRIGGERS.to_vec();
+        own.sort();
+        assert_eq!(names, own);
+    }
+
+    /// Replaces two of the store's own triggers on `messages` by ones that log to `fired` when they
+    /// fire: `messages_folder_exists` (every INSERT) and `messages_headers_only_content` (every
+    /// UPDATE).
+    fn log_two_own_triggers(app: &rusqlite::Connection) {
+        app.execute_batch(
+            "CREATE TABLE fired (what TEXT);
+             DROP TRIGGER messages_folder_exists;
+             CREATE TRIGGER messages_folder_exists BEFORE INSERT ON messages
+             BEGIN INSERT INTO fired VALUES ('insert ' || NEW.id); END;
+             DROP TRIGGER messages_headers_only_content;
+             CREATE TRIGGER messages_headers_only_content BEFORE UPDATE ON messages
+             BEGIN INSERT INTO fired VALUES ('update ' || NEW.id); END;",
+        )
+        .unwrap();
+    }
+
+    fn fired(app: &rusqlite::Connection) -> Vec<String> {
+        app.prepare("SELECT what FROM fired ORDER BY rowid")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    /// Two of the store's own triggers, replaced by ones that log when they fire (an
+    /// application's trigger would turn the fast path off, see the refusing-trigger test in
+    /// `store::tests`): the batch's new messages fire none, every other write fires them.
+    #[test]
+    fn new_messages_are_created_with_triggers_off_and_every_other_write_fires_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut a, app_a) = new_store(&dir, "a.db");
+        let (mut b, app_b) = new_store(&dir, "b.db");
+        app_a
+            .execute_batch(
+                "INSERT INTO folders (id, name) VALUES ('f', 'Inbox');
+                 INSERT INTO messages (id, folder_id, subject) VALUES
+                   ('m1', 'f', 'one'), ('m2', 'f', 'two'), ('m3', 'f', 'three');",
+            )
+            .unwrap();
+        log_two_own_triggers(&app_b);
+        let fired = || fired(&app_b);
+        sync(&mut a, &mut b, 10, ConflictRule::Defer);
+        assert_eq!(public_rows(&app_a), public_rows(&app_b));
+        // The read-status batch updates the rows it finds (no value changes, is_read stays 0).
+        let after_first = fired();
+        assert!(
+            after_first.iter().all(|f| f.starts_with("update ")),
+            "new messages fired no trigger: {after_first:?}"
+        );
+
+        app_a
+            .execute_batch(
+                "UPDATE messages SET subject = 'two, edited' WHERE id = 'm2';
+                 INSERT INTO messages (id, folder_id, subject) VALUES ('m4', 'f', 'four');",
+            )
+            .unwrap();
+        sync(&mut a, &mut b, 10, ConflictRule::Defer);
+        assert_eq!(public_rows(&app_a), public_rows(&app_b));
+        assert_eq!(b.knowledge().unwrap(), a.knowledge().unwrap());
+        let second: Vec<String> = fired().split_off(after_first.len());
+        assert!(second.contains(&"update m2".to_string()), "{second:?}");
+        assert!(!second.contains(&"insert m4".to_string()), "{second:?}");
+
+        // After the batch the store's connection fires triggers, and tracks its writes, again.
+        assert!(b
+            .conn
+            .db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER)
+            .unwrap());
+        let tick = |b: &Store| -> i64 {
+            b.conn
+                .query_row("SELECT tick FROM sync_state", [], |r| r.get(0))
+                .unwrap()
+        };
+        let before = tick(&b);
+        b.conn
+            .execute(
+                "INSERT INTO messages (id, folder_id, subject) VALUES ('m5', 'f', 'five')",
+                [],
+            )
+            .unwrap();
+        assert_eq!(tick(&b), before + 1, "a local write took a tick");
+        assert_eq!(fired().last().map(String::as_str), Some("insert m5"));
+    }
+
+    /// A message whose creation the store does not know but whose id it holds (two stores made
+    /// the same id) is no new message: it is applied with the triggers on.
+    #[test]
+    fn a_wrong_guess_is_applied_with_the_triggers_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut a, app_a) = new_store(&dir, "a.db");
+        let (mut b, app_b) = new_store(&dir, "b.db");
+        app_a
+            .execute_batch(
+                "INSERT INTO folders (id, name) VALUES ('f', 'Inbox');
+                 INSERT INTO messages (id, folder_id, subject) VALUES ('m1', 'f', 'from a');",
+            )
+            .unwrap();
+        sync(&mut a, &mut b, 10, ConflictRule::IncomingWins);
+        app_b
+            .execute_batch(
+                "INSERT INTO messages (id, folder_id, subject) VALUES ('m2', 'f', 'from b');",
+            )
+            .unwrap();
+        log_two_own_triggers(&app_b);
+        // a makes m2 too, unaware of b's.
+        app_a
+            .execute_batch(
+                "INSERT INTO messages (id, folder_id, subject) VALUES ('m2', 'f', 'a too');",
+            )
+            .unwrap();
+        sync(&mut a, &mut b, 10, ConflictRule::IncomingWins);
+        let subject: String = app_b
+            .query_row("SELECT subject FROM messages WHERE id = 'm2'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(subject, "a too");
+        let fired = fired(&app_b);
+        assert!(fired.contains(&"update m2".to_string()), "{fired:?}");
+    }
+
+    #[test]
+    fn only_messages_new_to_the_store_and_alone_in_the_batch_count_as_new() {
+        let a = ReplicaId::from("A");
+        let change = |id: &str, kind, tick, unit: Option<crate::model::UnitValue>| ItemChange {
+            id: id.into(),
+            kind,
+            created: Version::new(a.clone(), tick),
+            units: unit
+                .map(|value| UnitState {
+                    value,
+                    version: Version::new(a.clone(), tick),
+                    at: 0,
+                })
+                .into_iter()
+                .collect(),
+        };
+        let read = || Some(crate::model::UnitValue::Read { is_read: true });
+        let changes = [
+            change("new1", ItemKind::Message, 5, read()),
+            change("known", ItemKind::Message, 2, read()),
+            change("folder", ItemKind::Folder, 6, None),
+            change(
+                "gone",
+                ItemKind::Message,
+                7,
+                Some(crate::model::UnitValue::MessageTombstone),
+            ),
+            change("twice", ItemKind::Message, 8, read()),
+            change("new2", ItemKind::Message, 9, read()),
+            change("twice", ItemKind::Message, 8, read()),
+        ];
+        let mut known = Knowledge::default();
+        for t in 1..=3 {
+            known.insert(&Version::new(a.clone(), t));
+        }
+        let (new, rest) = split_new_messages(changes.iter().collect(), &known);
+        let ids = |v: Vec<&ItemChange>| v.iter().map(|c| c.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(new), ["new1", "new2"]);
+        assert_eq!(ids(rest), ["known", "folder", "gone", "twice", "twice"]);
+    }
+}
