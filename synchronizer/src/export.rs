@@ -11,9 +11,10 @@ use std::path::Path;
 use shared::error::SessionError;
 use shared::ipc::{self, LocalStream};
 use shared::knowledge::Knowledge;
+use shared::model::Phase;
 use shared::protocol::{
-    accept_hello, say_hello, BeginSession, ChangeBatch, Completed, Connection, Failed, Message,
-    Progress, ProtocolError, Role, SessionStats, SyncRequest,
+    accept_hello, say_hello, BeginSession, ChangeBatch, Completed, Connection, Encoded, Failed,
+    Message, Progress, ProtocolError, Role, SessionStats, SyncRequest,
 };
 use shared::shutdown::Shutdown;
 use shared::store::{
@@ -161,52 +162,34 @@ async fn export(
         batch_size: request.batch.max(1) as usize,
     };
     // What the destination knows once every batch sent so far is acknowledged: the next batch
-    // is read against it while the collector still applies the previous one (pipelining). The
-    // agent still hears of a batch only after its success message.
+    // is read and encoded against it while the collector still applies the previous one
+    // (pipelining). The agent still hears of a batch only after its success message.
     let mut next = Some(shared::daemon::store_work(|| {
-        enumeration.next(store, &promised, export_scope.as_ref())
+        enumeration.prepare_next(store, 1, &mut promised, export_scope.as_mut())
     })?);
-    while let Some((batch, range)) = next.take() {
+    while let Some(outgoing) = next.take() {
         if shutdown.is_shutdown() {
             return Err(SessionError::Stopped(
                 "the synchronizer is shutting down; the next session resumes from the last acknowledged batch".into(),
             ));
         }
-        let learned = if batch.done {
-            // Tombstones cleaned up while the session ran may not have been sent: their
-            // versions stay unlearned, so the destination recovers by full enumeration.
-            let now_forgotten = shared::daemon::store_work(|| store.forgotten_knowledge())?;
-            made_with.difference(&now_forgotten.difference(&forgotten))
-        } else {
-            made_with.project(batch.versions.iter().chain(&batch.left_versions))
-        };
-        if let Some(scope) = export_scope.as_mut() {
-            scope
-                .holds
-                .union_with(&learned.project(batch.versions.iter()));
-        }
+        let Outgoing {
+            seq,
+            phase,
+            done,
+            items,
+            payload_bytes,
+            frame,
+        } = outgoing;
         stats.batches += 1;
-        stats.sent += batch.changes.len() as u64;
-        stats.bytes += batch.payload_bytes as u64;
-        let seq = stats.batches;
-        let phase = batch.phase;
-        let done = batch.done;
-        promised.union_with(&learned);
-        collector
-            .send(&Message::ChangeBatch(ChangeBatch {
-                seq,
-                phase,
-                replicas: batch.replicas,
-                changes: batch.changes,
-                learned,
-                last: done,
-                full: range,
-                left: batch.left,
-            }))
-            .await?;
+        stats.sent += items;
+        stats.bytes += payload_bytes;
+        collector.send_encoded(&frame).await?;
+        // Sent: only the next batch is held while this one is applied.
+        drop(frame);
         if !done {
             next = Some(shared::daemon::store_work(|| {
-                enumeration.next(store, &promised, export_scope.as_ref())
+                enumeration.prepare_next(store, seq + 1, &mut promised, export_scope.as_mut())
             })?);
         }
         // The agent sends nothing after its request: anything from it while a batch is out,
@@ -270,6 +253,68 @@ async fn export(
         errors,
         destination_regressed: regressed,
     })
+}
+
+/// A change batch ready to go: what the destination learns from it is folded into what the
+/// session has promised, and the message is encoded, before the previous batch's success message
+/// arrives.
+struct Outgoing {
+    seq: u64,
+    phase: Phase,
+    done: bool,
+    items: u64,
+    payload_bytes: u64,
+    frame: Encoded,
+}
+
+impl Enumeration<'_> {
+    /// Reads the next batch against what the session has `promised` the destination, folds
+    /// what the destination learns from it into `promised` (and into what a scoped destination
+    /// holds), and encodes it as batch `seq`.
+    fn prepare_next(
+        &mut self,
+        store: &mut Store,
+        seq: u64,
+        promised: &mut Knowledge,
+        scope: Option<&mut ExportScope>,
+    ) -> Result<Outgoing, SessionError> {
+        let (batch, range) = self.next(store, promised, scope.as_deref())?;
+        let (made_with, forgotten) = (self.made_with, self.forgotten);
+        let learned = if batch.done {
+            // Tombstones cleaned up while the session ran may not have been sent: their
+            // versions stay unlearned, so the destination recovers by full enumeration.
+            let now_forgotten = store.forgotten_knowledge()?;
+            made_with.difference(&now_forgotten.difference(forgotten))
+        } else {
+            made_with.project(batch.versions.iter().chain(&batch.left_versions))
+        };
+        if let Some(scope) = scope {
+            scope
+                .holds
+                .union_with(&learned.project(batch.versions.iter()));
+        }
+        promised.union_with(&learned);
+        let (phase, done) = (batch.phase, batch.done);
+        let (items, payload_bytes) = (batch.changes.len() as u64, batch.payload_bytes as u64);
+        let frame = Encoded::new(&Message::ChangeBatch(ChangeBatch {
+            seq,
+            phase,
+            replicas: batch.replicas,
+            changes: batch.changes,
+            learned,
+            last: done,
+            full: range,
+            left: batch.left,
+        }))?;
+        Ok(Outgoing {
+            seq,
+            phase,
+            done,
+            items,
+            payload_bytes,
+            frame,
+        })
+    }
 }
 
 /// How a session enumerates: what the destination lacks, or everything (seed 001).

@@ -5,6 +5,19 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter, Read
 use super::frame::{read_frame, write_frame, MAX_FRAME};
 use super::{Message, ProtocolError};
 
+/// A message already encoded as its frame's body. A sender that encodes its next message while
+/// it waits for the peer's answer to the previous one takes the encoding off the critical path:
+/// the synchronizer encodes batch n+1 while the collector applies batch n.
+pub struct Encoded(Vec<u8>);
+
+impl Encoded {
+    pub fn new(message: &Message) -> Result<Encoded, ProtocolError> {
+        serde_json::to_vec(message)
+            .map(Encoded)
+            .map_err(|e| ProtocolError::Malformed(format!("cannot encode a message: {e}")))
+    }
+}
+
 /// One end of a protocol connection.
 pub struct Connection<S> {
     reader: BufReader<ReadHalf<S>>,
@@ -24,9 +37,12 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
 
     /// Sends one message and flushes it.
     pub async fn send(&mut self, message: &Message) -> Result<(), ProtocolError> {
-        let body = serde_json::to_vec(message)
-            .map_err(|e| ProtocolError::Malformed(format!("cannot encode a message: {e}")))?;
-        write_frame(&mut self.writer, &body).await?;
+        self.send_encoded(&Encoded::new(message)?).await
+    }
+
+    /// Sends a message encoded beforehand (see [`Encoded`]) and flushes it.
+    pub async fn send_encoded(&mut self, message: &Encoded) -> Result<(), ProtocolError> {
+        write_frame(&mut self.writer, &message.0).await?;
         self.writer.flush().await?;
         Ok(())
     }

@@ -22,7 +22,7 @@ mod sync;
 use serde::Serialize;
 
 pub use batch::{BatchApplied, BeginSession, ChangeBatch, SessionReady};
-pub use connection::Connection;
+pub use connection::{Connection, Encoded};
 pub use handshake::{
     accept_hello, refuse, refuse_with, say_hello, ErrorMessage, Hello, Role, Welcome,
     PROTOCOL_VERSION,
