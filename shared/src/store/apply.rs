@@ -259,10 +259,11 @@ impl Store {
         };
 
         let order = in_apply_order(changes);
-        let (new, rest) = if self.has_foreign_message_triggers()? {
+        let (new, rest) = split_new_messages(&order, &known);
+        let (new, rest) = if !new.is_empty() && self.has_foreign_message_triggers()? {
             (Vec::new(), order)
         } else {
-            split_new_messages(order, &known)
+            (new, rest)
         };
         if !new.is_empty() {
             // New messages first, with the triggers off (see `fresh`); on again whatever happens.

@@ -65,14 +65,14 @@ impl Store {
 /// `known` (their creation version is unknown, they are no tombstone, and their id comes once)
 /// and the rest, each in its order.
 pub(super) fn split_new_messages<'a>(
-    order: Vec<&'a ItemChange>,
+    order: &[&'a ItemChange],
     known: &Knowledge,
 ) -> (Vec<&'a ItemChange>, Vec<&'a ItemChange>) {
     let mut once = std::collections::HashMap::<&str, usize>::new();
-    for change in &order {
+    for change in order {
         *once.entry(change.id.as_str()).or_default() += 1;
     }
-    order.into_iter().partition(|change| {
+    order.iter().partition(|change| {
         change.kind == ItemKind::Message
             && !change.is_tombstone()
             && !known.contains(&change.created)
@@ -267,7 +267,7 @@ mod tests {
         for t in 1..=3 {
             known.insert(&Version::new(a.clone(), t));
         }
-        let (new, rest) = split_new_messages(changes.iter().collect(), &known);
+        let (new, rest) = split_new_messages(&changes.iter().collect::<Vec<_>>(), &known);
         let ids = |v: Vec<&ItemChange>| v.iter().map(|c| c.id.clone()).collect::<Vec<_>>();
         assert_eq!(ids(new), ["new1", "new2"]);
         assert_eq!(ids(rest), ["known", "folder", "gone", "twice", "twice"]);
