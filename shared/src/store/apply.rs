@@ -268,13 +268,9 @@ impl Store {
         if !new.is_empty() {
             // New messages first, with the triggers off (see `fresh`); on again whatever happens.
             self.set_triggers(false)?;
-            let mut created = Ok(());
-            for change in new {
-                created = self.apply_guarded(session, &mut item, change, false);
-                if created.is_err() {
-                    break;
-                }
-            }
+            let created = new
+                .into_iter()
+                .try_for_each(|change| self.apply_guarded(session, &mut item, change, false));
             self.set_triggers(true)?;
             created?;
         }

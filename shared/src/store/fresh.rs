@@ -46,18 +46,16 @@ impl Store {
 
     /// Whether `messages` has a trigger that is not the store's own (an application's).
     pub(super) fn has_foreign_message_triggers(&self) -> Result<bool, StoreError> {
-        let own = OWN_MESSAGE_TRIGGERS
+        let names: Vec<String> = self
+            .conn
+            .prepare_cached(
+                "SELECT name FROM sqlite_schema WHERE type = 'trigger' AND tbl_name = 'messages'",
+            )
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            .ctx(&self.path, "cannot read the store's triggers")?;
+        Ok(names
             .iter()
-            .map(|name| format!("'{name}'"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        self.conn
-            .prepare_cached(&format!(
-                "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'trigger' \
-                 AND tbl_name = 'messages' AND name NOT IN ({own}))"
-            ))
-            .and_then(|mut s| s.query_row([], |r| r.get(0)))
-            .ctx(&self.path, "cannot read the store's triggers")
+            .any(|name| !OWN_MESSAGE_TRIGGERS.contains(&name.as_str())))
     }
 }
 
