@@ -1,6 +1,5 @@
 //! Writing the benchmark's mail as an application would: plain SQL on the store's public tables,
-//! with the store's triggers doing the change tracking; and the same rows written raw, the limit
-//! every sync is measured against.
+//! with the store's triggers doing the change tracking.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -44,23 +43,7 @@ pub fn source_store(path: &Path, n: usize) -> Result<(Filled, Vec<String>)> {
     drop(Store::open(path).with_context(|| format!("cannot create {}", path.display()))?);
     let mut conn = open_like_the_store(path)?;
     let start = Instant::now();
-    let mut folder_ids: Vec<String> = Vec::new();
-    let tx = conn.transaction()?;
-    for (name, parent, _) in FOLDERS {
-        let parent_id = parent.and_then(|p| {
-            FOLDERS
-                .iter()
-                .position(|f| f.0 == p)
-                .and_then(|i| folder_ids.get(i).cloned())
-        });
-        let id: String = tx.query_row(
-            "INSERT INTO folders (parent_id, name) VALUES (?1, ?2) RETURNING id",
-            params![parent_id, name],
-            |r| r.get(0),
-        )?;
-        folder_ids.push(id);
-    }
-    tx.commit()?;
+    let folder_ids = create_folders(&mut conn)?;
     let mut filled = Filled::default();
     let mut mail = MailStream::new(SEED).take(n).peekable();
     while mail.peek().is_some() {
@@ -79,11 +62,34 @@ pub fn source_store(path: &Path, n: usize) -> Result<(Filled, Vec<String>)> {
     Ok((filled, folder_ids))
 }
 
-const INSERT_MESSAGE: &str = "INSERT INTO messages \
+/// Creates the ten folders through the public table, in one transaction; returns their ids in
+/// the order of [`FOLDERS`].
+pub fn create_folders(conn: &mut Connection) -> Result<Vec<String>> {
+    let mut folder_ids: Vec<String> = Vec::new();
+    let tx = conn.transaction()?;
+    for (name, parent, _) in FOLDERS {
+        let parent_id = parent.and_then(|p| {
+            FOLDERS
+                .iter()
+                .position(|f| f.0 == p)
+                .and_then(|i| folder_ids.get(i).cloned())
+        });
+        let id: String = tx.query_row(
+            "INSERT INTO folders (parent_id, name) VALUES (?1, ?2) RETURNING id",
+            params![parent_id, name],
+            |r| r.get(0),
+        )?;
+        folder_ids.push(id);
+    }
+    tx.commit()?;
+    Ok(folder_ids)
+}
+
+pub const INSERT_MESSAGE: &str = "INSERT INTO messages \
     (id, folder_id, subject, sender, received_at, headers, body, is_read) \
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
 
-fn insert_message(
+pub fn insert_message(
     insert: &mut rusqlite::CachedStatement<'_>,
     m: &Mail,
     folder_id: &str,
@@ -99,40 +105,6 @@ fn insert_message(
         m.is_read
     ])?;
     Ok(())
-}
-
-/// The limit: the same `n` rows inserted into a plain table of the same columns (its primary
-/// key, no other index, no trigger) in one transaction, same page size, journal and
-/// `synchronous`. Only the inserts and the commit are timed, not making up the mail.
-pub fn raw_limit(path: &Path, n: usize, folder_ids: &[String]) -> Result<Filled> {
-    let mut conn = open_like_the_store(path)?;
-    conn.execute_batch(
-        "CREATE TABLE messages (
-            id TEXT PRIMARY KEY NOT NULL, folder_id TEXT NOT NULL, subject TEXT NOT NULL,
-            sender TEXT NOT NULL, received_at INTEGER NOT NULL, headers TEXT NOT NULL,
-            body BLOB, is_read INTEGER NOT NULL)",
-    )?;
-    let mut filled = Filled::default();
-    let mut took = Duration::ZERO;
-    let start = Instant::now();
-    let tx = conn.transaction()?;
-    took += start.elapsed();
-    {
-        let mut insert = tx.prepare_cached(INSERT_MESSAGE)?;
-        for m in MailStream::new(SEED).take(n) {
-            let folder_id = &folder_ids[m.folder];
-            let start = Instant::now();
-            insert_message(&mut insert, &m, folder_id)?;
-            took += start.elapsed();
-            filled.messages += 1;
-            filled.bytes += m.data_len() as u64;
-        }
-    }
-    let start = Instant::now();
-    tx.commit()?;
-    took += start.elapsed();
-    filled.took = took;
-    Ok(filled)
 }
 
 /// The 300 changes of one round, made by an application on the source store: 100 content

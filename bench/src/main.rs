@@ -3,7 +3,8 @@
 //!
 //! For each N it fills a source store with N messages of about 2 KiB in ten folders through the
 //! public tables (as an application would; the triggers track the changes), measures a raw
-//! one-transaction insert of the same rows into a plain table (the limit), then starts the
+//! one-transaction insert of the same rows into a plain table (the limit) and two more reference
+//! inserts (`reference`: a commit per batch; the store's own tables), then starts the
 //! synchronizer on the source store and the collector on an empty destination and times
 //! `agent sync`: the initial one-way sync, no-op sessions, and sessions carrying 300 changes.
 //! `bench/run` builds the release binaries and runs this.
@@ -11,6 +12,7 @@
 mod fill;
 mod mail;
 mod procs;
+mod reference;
 mod report;
 
 use std::path::{Path, PathBuf};
@@ -18,7 +20,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 
-use procs::{Agent, Binaries, Daemon, Sockets};
+use procs::{Agent, Binaries, Daemon, Sockets, BATCH};
+use reference::Reference;
 use report::{Measured, Repeated};
 
 #[derive(Parser, Debug)]
@@ -114,8 +117,13 @@ fn measure(bins: &Binaries, dir: &Path, n: usize, reps: usize) -> Result<Measure
     let source = dir.join("source.db");
     let destination = dir.join("destination.db");
     let (app_fill, folder_ids) = fill::source_store(&source, n)?;
-    eprintln!("icsync-bench: N = {n}: raw insert (the limit) …");
-    let limit = fill::raw_limit(&dir.join("raw.db"), n, &folder_ids)?;
+    let reference = |how: Reference, file: &str| {
+        eprintln!("icsync-bench: N = {n}: reference insert {how:?} …");
+        reference::run(how, &dir.join(file), n, &folder_ids)
+    };
+    let limit = reference(Reference::Limit, "raw.db")?;
+    let per_batch = reference(Reference::PerBatch { batch: BATCH }, "raw-per-batch.db")?;
+    let store_tables = reference(Reference::StoreTables { batch: BATCH }, "store-tables.db")?;
 
     let sockets = Sockets::in_dir(dir);
     let synchronizer = Daemon::start(bins, "synchronizer", &source, &sockets.source_sync, dir)?;
@@ -166,6 +174,8 @@ fn measure(bins: &Binaries, dir: &Path, n: usize, reps: usize) -> Result<Measure
         n,
         app_fill,
         limit,
+        per_batch,
+        store_tables,
         initial,
         cpu: (
             cpu_after.0.saturating_sub(cpu_before.0),

@@ -173,6 +173,9 @@ pub struct Agent {
     pub dir: PathBuf,
 }
 
+/// Changes per batch in the benchmark's partnership: the default of PRODUCT.md's config.
+pub const BATCH: usize = 1000;
+
 impl Agent {
     /// Writes the config: two stores whose daemons the benchmark started, one one-way
     /// partnership from `source` to `destination`.
@@ -183,7 +186,7 @@ impl Agent {
              [stores.source]\nsynchronizer = {:?}\ncollector = {:?}\n\n\
              [stores.destination]\nsynchronizer = {:?}\ncollector = {:?}\n\n\
              [[partnerships]]\nname = \"{PARTNERSHIP}\"\nsource = \"source\"\ndestination = \"destination\"\n\
-             direction = \"one-way\"\nevery = \"1h\"\nconflicts = \"newer-wins\"\nbatch = 1000\n",
+             direction = \"one-way\"\nevery = \"1h\"\nconflicts = \"newer-wins\"\nbatch = {BATCH}\n",
             sockets.source_sync.display().to_string(),
             sockets.source_coll.display().to_string(),
             sockets.dest_sync.display().to_string(),

@@ -18,14 +18,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use shared::store::{Store, StoreError};
-
-/// The page cache of an import connection, in MiB. An import writes into two trees keyed by
-/// random global ids (the messages' primary key, `sync_items_by_id`); a larger cache keeps more
-/// of their leaves between the statements of a batch and from one session to the next, instead
-/// of spilling them and reading them back. Affordable since a session's work runs on one thread
-/// (see `shared::daemon::store_work`).
-pub const IMPORT_PAGE_CACHE_MIB: u32 = 8;
+use shared::store::{Store, StoreError, IMPORT_PAGE_CACHE_MIB};
 
 /// Which file a connection was opened on: (device, inode).
 type FileId = (u64, u64);

@@ -59,7 +59,15 @@ pub struct StoreCounts {
 /// database and both files synced, the same hot index pages again and again. 10,000 pages
 /// (80 MB of WAL on disk) checkpoint once per ~10 batches, each page once. Durability does not
 /// change: with WAL a commit is durable in the WAL; a checkpoint only moves pages.
-const WAL_AUTOCHECKPOINT_PAGES: i64 = 10_000;
+pub const WAL_AUTOCHECKPOINT_PAGES: i64 = 10_000;
+
+/// The page cache of an import connection, in MiB. An import writes into two trees keyed by
+/// random global ids (the messages' primary key, `sync_items_by_id`); a larger cache keeps more
+/// of their leaves between the statements of a batch and from one session to the next, instead
+/// of spilling them and reading them back. Affordable since a session's work runs on one thread
+/// (see `shared::daemon::store_work`). The collector sets it; the benchmark's reference inserts
+/// use it too.
+pub const IMPORT_PAGE_CACHE_MIB: u32 = 8;
 
 /// An open information store: one SQLite connection and the store's identity.
 pub struct Store {

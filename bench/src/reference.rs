@@ -1,0 +1,215 @@
+//! The reference inserts every sync is measured against: the same rows written straight into
+//! SQLite, with no process, no wire and no sync logic.
+//!
+//! Three of them, each adding one thing the initial sync must do, so the table can tell the
+//! price of each from the price of the sync's own work:
+//! 1. [`Reference::Limit`]: one transaction into a plain table (its primary key only). The
+//!    issue's limit.
+//! 2. [`Reference::PerBatch`]: the same, with a commit every batch, as PRODUCT.md's per-batch
+//!    atomicity demands.
+//!
+//! All three run on connections set up as the collector's import connection: the store's page
+//! size, WAL and `synchronous`, and the import's page cache and checkpoint interval, so no
+//! reference is slower than it need be.
+//! 3. [`Reference::StoreTables`]: the store's own tables (schema from `Store::open`: the public
+//!    `messages` with its folder index and checks, the item row with its id index, three unit
+//!    versions per message with their version index), a commit every batch, the store's
+//!    triggers off as an import has them. What the store's layout costs before the sync does
+//!    anything.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use rusqlite::config::DbConfig;
+use rusqlite::{params, Connection, Transaction};
+use shared::model::{ItemKind, Unit};
+use shared::store::{Store, IMPORT_PAGE_CACHE_MIB, WAL_AUTOCHECKPOINT_PAGES};
+
+use crate::fill::{
+    create_folders, insert_message, open_like_the_store, Filled, INSERT_MESSAGE, SEED,
+};
+use crate::mail::{Mail, MailStream};
+
+/// Which reference insert to run.
+#[derive(Clone, Copy, Debug)]
+pub enum Reference {
+    Limit,
+    PerBatch { batch: usize },
+    StoreTables { batch: usize },
+}
+
+/// The plain table of the limit: the message's columns and its primary key, nothing else.
+const PLAIN_TABLE: &str = "CREATE TABLE messages (
+    id TEXT PRIMARY KEY NOT NULL, folder_id TEXT NOT NULL, subject TEXT NOT NULL,
+    sender TEXT NOT NULL, received_at INTEGER NOT NULL, headers TEXT NOT NULL,
+    body BLOB, is_read INTEGER NOT NULL)";
+
+/// The replica the store-tables reference pretends its versions come from.
+const SOURCE_REPLICA: &str = "reference-source";
+
+/// Writes the benchmark's `n` messages into a new database at `path` as `how` says. Only the
+/// inserts and the commits are timed, not making up the mail nor creating the schema. The
+/// store-tables reference makes its own folders; the others write `folder_ids` as given.
+pub fn run(how: Reference, path: &Path, n: usize, folder_ids: &[String]) -> Result<Filled> {
+    let plain_table = |per_transaction: usize| -> Result<Filled> {
+        let mut conn = open_like_the_import(path)?;
+        conn.execute_batch(PLAIN_TABLE)?;
+        insert_in_transactions(&mut conn, n, per_transaction, |tx, m| {
+            insert_message(
+                &mut tx.prepare_cached(INSERT_MESSAGE)?,
+                m,
+                &folder_ids[m.folder],
+            )
+        })
+    };
+    match how {
+        Reference::Limit => plain_table(n),
+        Reference::PerBatch { batch } => plain_table(batch),
+        Reference::StoreTables { batch } => store_tables(path, n, batch),
+    }
+}
+
+/// A connection set up as the collector's import connection: the store's page size, WAL and
+/// `synchronous`, the import's page cache and checkpoint interval.
+fn open_like_the_import(path: &Path) -> Result<Connection> {
+    let conn = open_like_the_store(path)?;
+    conn.execute_batch(&format!(
+        "PRAGMA cache_size = -{}; PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES};",
+        u64::from(IMPORT_PAGE_CACHE_MIB) * 1024
+    ))?;
+    Ok(conn)
+}
+
+/// Every message as the collector records a new one: its row, its item row (kind, creation
+/// version), and the versions of its three live units, with the triggers off (as
+/// `store::fresh` has them for a never-seen message). No knowledge, no conflict checks.
+fn store_tables(path: &Path, n: usize, batch: usize) -> Result<Filled> {
+    drop(Store::open(path).with_context(|| format!("cannot create {}", path.display()))?);
+    let mut conn = open_like_the_import(path)?;
+    let folder_ids = create_folders(&mut conn)?;
+    let source: i64 = conn.query_row(
+        "INSERT INTO sync_replicas (replica) VALUES (?1) RETURNING idx",
+        [SOURCE_REPLICA],
+        |r| r.get(0),
+    )?;
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER, false)?;
+    let at = chrono::Utc::now().timestamp_millis();
+    let mut tick: i64 = 0;
+    insert_in_transactions(&mut conn, n, batch, |tx, m| {
+        insert_message(
+            &mut tx.prepare_cached(INSERT_MESSAGE)?,
+            m,
+            &folder_ids[m.folder],
+        )?;
+        tick += 1;
+        tx.prepare_cached(
+            "INSERT INTO sync_items (id, kind, created_r, created_t, deleted_at) \
+             VALUES (?1, ?2, ?3, ?4, NULL)",
+        )?
+        .execute(params![m.id, ItemKind::Message.code(), source, tick])?;
+        let rid = tx.last_insert_rowid();
+        let mut unit_version = tx.prepare_cached(
+            "INSERT INTO sync_units (item, unit, r, t, at, phase) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        for unit in Unit::live_units(ItemKind::Message) {
+            unit_version.execute(params![
+                rid,
+                unit.code(),
+                source,
+                tick,
+                at,
+                unit.phase().code()
+            ])?;
+        }
+        Ok(())
+    })
+}
+
+/// Inserts the benchmark's `n` messages with `insert`, committing after every `per_transaction`.
+fn insert_in_transactions(
+    conn: &mut Connection,
+    n: usize,
+    per_transaction: usize,
+    mut insert: impl FnMut(&Transaction<'_>, &Mail) -> Result<()>,
+) -> Result<Filled> {
+    let mut filled = Filled::default();
+    let mut took = Duration::ZERO;
+    let mut mail = MailStream::new(SEED).take(n).peekable();
+    while mail.peek().is_some() {
+        let start = Instant::now();
+        let tx = conn.transaction()?;
+        took += start.elapsed();
+        for m in mail.by_ref().take(per_transaction.max(1)) {
+            let start = Instant::now();
+            insert(&tx, &m)?;
+            took += start.elapsed();
+            filled.messages += 1;
+            filled.bytes += m.data_len() as u64;
+        }
+        let start = Instant::now();
+        tx.commit()?;
+        took += start.elapsed();
+    }
+    filled.took = took;
+    Ok(filled)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    const N: usize = 25;
+
+    fn count(path: &Path) -> usize {
+        Connection::open(path)
+            .unwrap()
+            .query_row("SELECT count(*) FROM messages", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn every_reference_writes_the_same_messages() {
+        let dir = tempfile::tempdir().unwrap();
+        let folders: Vec<String> = (0..crate::fill::FOLDER_COUNT)
+            .map(|i| format!("f{i}"))
+            .collect();
+        let mut bytes = Vec::new();
+        for (name, how) in [
+            ("limit", Reference::Limit),
+            ("per-batch", Reference::PerBatch { batch: 10 }),
+            ("store", Reference::StoreTables { batch: 10 }),
+        ] {
+            let path = dir.path().join(format!("{name}.db"));
+            let filled = run(how, &path, N, &folders).unwrap();
+            assert_eq!((filled.messages, count(&path)), (N, N), "{name}");
+            bytes.push(filled.bytes);
+        }
+        assert!(bytes.iter().all(|&b| b == bytes[0] && b > 0), "{bytes:?}");
+    }
+
+    /// The store-tables reference writes what an import of a never-seen message writes, so the
+    /// store reads each message back as an item with its creation version and three units.
+    #[test]
+    fn the_store_tables_hold_items_the_store_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        run(Reference::StoreTables { batch: 10 }, &path, N, &[]).unwrap();
+        let mut store = Store::open(&path).unwrap();
+        assert_eq!(store.counts().unwrap().messages, N as u64);
+        for (tick, mail) in MailStream::new(SEED).take(N).enumerate() {
+            let item = store.local_item(&mail.id).unwrap().unwrap();
+            assert_eq!(item.kind, ItemKind::Message);
+            assert_eq!(item.created.replica.as_str(), SOURCE_REPLICA);
+            assert_eq!(item.created.tick, tick as u64 + 1);
+            assert!(!item.deleted);
+            let units: Vec<Unit> = item.units.iter().map(|u| u.0).collect();
+            assert_eq!(units, Unit::live_units(ItemKind::Message));
+            assert!(item.units.iter().all(|u| u.1 == item.created));
+            let change = store.read_item_change(&mail.id).unwrap().unwrap();
+            assert_eq!(change.id, mail.id);
+        }
+    }
+}
