@@ -14,6 +14,8 @@
 //! dropped at its end — queued work is "only good until the end of a pair-wise session" — so
 //! they come again next session.
 
+use std::collections::HashSet;
+
 use serde::{Deserialize, Serialize};
 
 use super::conflict::{
@@ -143,6 +145,18 @@ struct ItemContext<'a> {
     guard: Guard,
 }
 
+/// How a change reached [`Store::apply_guarded`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Arrival {
+    /// In this batch.
+    Batch,
+    /// In this batch, a message the split found unseen (see `fresh`) whose folder exists: it
+    /// may be created without first being looked up.
+    Unseen,
+    /// From the session's queue: an item whose parent arrived since.
+    Queued,
+}
+
 fn is_constraint(e: &StoreError) -> bool {
     matches!(e, StoreError::Sqlite { source, .. }
         if source.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation))
@@ -267,15 +281,20 @@ impl Store {
         };
         if !new.is_empty() {
             // New messages first, with the triggers off (see `fresh`); on again whatever happens.
+            let folders = self.existing_folders(&new)?;
             self.set_triggers(false)?;
-            let created = new
-                .into_iter()
-                .try_for_each(|change| self.apply_guarded(session, &mut item, change, false));
+            let created = new.into_iter().try_for_each(|change| {
+                let arrival = match folder_of(change) {
+                    Some(folder) if folders.contains(folder) => Arrival::Unseen,
+                    _ => Arrival::Batch,
+                };
+                self.apply_guarded(session, &mut item, change, arrival)
+            });
             self.set_triggers(true)?;
             created?;
         }
         for change in rest {
-            self.apply_guarded(session, &mut item, change, false)?;
+            self.apply_guarded(session, &mut item, change, Arrival::Batch)?;
         }
         // Queued items whose parent arrived in this batch.
         loop {
@@ -285,7 +304,7 @@ impl Store {
                 for v in change.versions() {
                     session.excluded.remove(v);
                 }
-                self.apply_guarded(session, &mut item, change, true)?;
+                self.apply_guarded(session, &mut item, change, Arrival::Queued)?;
             }
             if session.pending.len() >= before {
                 break;
@@ -321,7 +340,7 @@ impl Store {
         session: &mut ImportSession,
         item: &mut ItemContext<'_>,
         change: &ItemChange,
-        from_queue: bool,
+        arrival: Arrival,
     ) -> Result<(), StoreError> {
         if session.failed.contains(&change.id) {
             session.excluded.extend(change.versions().cloned());
@@ -336,7 +355,7 @@ impl Store {
                 .ctx(&self.path, "cannot begin an item")?;
         }
         let mut report = ItemReport::default();
-        match self.apply_one(session, item.known, change, &mut report) {
+        match self.apply_one(session, item.known, change, arrival, &mut report) {
             Ok(step) => {
                 if guarded {
                     self.conn
@@ -362,7 +381,7 @@ impl Store {
                 item.outcome.conflicts.extend(report.conflicts);
                 // A queued item applied now: what it carried is learned too (the batch that
                 // brought it learned everything but it).
-                if from_queue {
+                if arrival == Arrival::Queued {
                     for v in change.versions() {
                         if session.made_with.contains(v) && !session.excluded.contains(v) {
                             item.learned.insert(v);
@@ -396,8 +415,14 @@ impl Store {
         session: &ImportSession,
         known: &Knowledge,
         change: &ItemChange,
+        arrival: Arrival,
         report: &mut ItemReport,
     ) -> Result<Step, StoreError> {
+        if arrival == Arrival::Unseen {
+            if let Some(step) = self.create_unseen(change)? {
+                return Ok(step);
+            }
+        }
         if change.versions().all(|v| known.contains(v)) && !self.fills_in(change)? {
             return Ok(Step::Skipped);
         }
@@ -768,11 +793,7 @@ impl Store {
         if fresh {
             // The import's hot path: plain single-row INSERTs, which need no statement journal
             // (an INSERT OR REPLACE or an upsert copies every page it touches first).
-            self.record_item(
-                change,
-                "INSERT INTO sync_items (id, kind, created_r, created_t, deleted_at) \
-                 VALUES (?1, ?2, ?3, ?4, NULL)",
-            )?;
+            self.record_item(change, INSERT_ITEM)?;
             let rid = self.conn.last_insert_rowid();
             for u in &change.units {
                 self.insert_unit_version(rid, u)?;
@@ -800,6 +821,47 @@ impl Store {
     }
 
     /// A message row with all its values in one statement (the import's hot path).
+    /// Creates a message the split found unseen, without looking it up first (the import's
+    /// hottest path: one id lookup fewer per message). Its item row goes in first, as a plain
+    /// INSERT, so a store that knows the id after all (its tombstone, or a message two stores
+    /// made with one id) refuses that row by `sync_items_by_id` before anything of the item is
+    /// written; `None` then, and the change takes the ordinary path, which looks it up.
+    fn create_unseen(&mut self, change: &ItemChange) -> Result<Option<Step>, StoreError> {
+        match self.record_item(change, INSERT_ITEM) {
+            Err(StoreError::Sqlite {
+                source: rusqlite::Error::SqliteFailure(e, _),
+                ..
+            }) if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE => return Ok(None),
+            other => other?,
+        }
+        let rid = self.conn.last_insert_rowid();
+        self.insert_message(change)?;
+        for u in &change.units {
+            self.insert_unit_version(rid, u)?;
+        }
+        Ok(Some(Step::Applied))
+    }
+
+    /// The folders that exist here, of those the `messages` are in: looked up once per batch,
+    /// not once per message.
+    fn existing_folders<'c>(
+        &self,
+        messages: &[&'c ItemChange],
+    ) -> Result<HashSet<&'c str>, StoreError> {
+        let mut exist = HashSet::new();
+        let mut missing = HashSet::new();
+        for folder in messages.iter().filter_map(|c| folder_of(c)) {
+            if !exist.contains(folder) && !missing.contains(folder) {
+                if self.folder_exists(folder)? {
+                    exist.insert(folder);
+                } else {
+                    missing.insert(folder);
+                }
+            }
+        }
+        Ok(exist)
+    }
+
     fn insert_message(&mut self, change: &ItemChange) -> Result<(), StoreError> {
         let (mut folder, mut is_read, mut content) = (None, false, None);
         for u in &change.units {
@@ -1117,6 +1179,18 @@ fn in_apply_order(changes: &[ItemChange]) -> Vec<&ItemChange> {
         order.sort_by(|a, b| a.id.cmp(&b.id));
     }
     order
+}
+
+/// A new item's row in `sync_items`: (id, kind, created replica index, created tick).
+const INSERT_ITEM: &str = "INSERT INTO sync_items (id, kind, created_r, created_t, deleted_at) \
+                           VALUES (?1, ?2, ?3, ?4, NULL)";
+
+/// The folder a message change puts its message in, if it carries its location.
+fn folder_of(change: &ItemChange) -> Option<&str> {
+    change.units.iter().find_map(|u| match &u.value {
+        UnitValue::Location { folder_id } => Some(folder_id.as_str()),
+        _ => None,
+    })
 }
 
 pub(super) fn parent_of(value: &UnitValue) -> Option<&str> {

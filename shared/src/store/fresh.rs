@@ -22,6 +22,13 @@
 //! - Switching expires the connection's prepared statements (they are prepared again at their
 //!   next use), so a batch switches at most twice in the common case.
 //!
+//! Such a message is also created without being looked up first (`Store::create_unseen`): its
+//! folder's existence is checked once per batch, and its item row is inserted before its message
+//! row, so a store that knows the id after all (its tombstone, or a message two stores made with
+//! one id) refuses that row by its unique id before anything of the item is written, and the
+//! change takes the ordinary path. Two statements fewer per message: −6.5 % of the collector's
+//! instructions at 10k.
+//!
 //! The setting belongs to the connection only: applications' connections, and the store's own
 //! once the batch is applied, track every write as before.
 
@@ -124,6 +131,13 @@ mod tests {
         .unwrap();
     }
 
+    fn subject_of(app: &rusqlite::Connection, id: &str) -> String {
+        app.query_row("SELECT subject FROM messages WHERE id = ?1", [id], |r| {
+            r.get(0)
+        })
+        .unwrap()
+    }
+
     fn fired(app: &rusqlite::Connection) -> Vec<String> {
         app.prepare("SELECT what FROM fired ORDER BY rowid")
             .unwrap()
@@ -220,14 +234,77 @@ mod tests {
             )
             .unwrap();
         sync(&mut a, &mut b, 10, ConflictRule::IncomingWins);
-        let subject: String = app_b
-            .query_row("SELECT subject FROM messages WHERE id = 'm2'", [], |r| {
-                r.get(0)
-            })
-            .unwrap();
+        let subject = subject_of(&app_b, "m2");
         assert_eq!(subject, "a too");
         let fired = fired(&app_b);
         assert!(fired.contains(&"update m2".to_string()), "{fired:?}");
+    }
+
+    /// The same wrong guess under a rule that keeps the local message: nothing of the incoming
+    /// one is written before the store finds it knows the id.
+    #[test]
+    fn a_wrong_guess_writes_nothing_the_conflict_rule_does_not_keep() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut a, app_a) = new_store(&dir, "a.db");
+        let (mut b, app_b) = new_store(&dir, "b.db");
+        for (app, subject) in [(&app_a, "from a"), (&app_b, "from b")] {
+            app.execute("INSERT INTO folders (id, name) VALUES ('f', 'Inbox')", [])
+                .unwrap();
+            app.execute(
+                "INSERT INTO messages (id, folder_id, subject) VALUES ('m2', 'f', ?1)",
+                [subject],
+            )
+            .unwrap();
+        }
+        sync(&mut a, &mut b, 10, ConflictRule::LocalWins);
+        let subject = subject_of(&app_b, "m2");
+        assert_eq!(subject, "from b");
+    }
+
+    /// A message the store holds as a tombstone, made again elsewhere with the same id: it looks
+    /// new, but the store knows its id, so it is brought back over its tombstone the ordinary
+    /// way, in the tombstone's row, and not created as a second item.
+    #[test]
+    fn a_message_over_its_tombstone_is_no_new_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut a, app_a) = new_store(&dir, "a.db");
+        let (mut b, app_b) = new_store(&dir, "b.db");
+        for app in [&app_a, &app_b] {
+            app.execute_batch("INSERT INTO folders (id, name) VALUES ('f', 'Inbox');")
+                .unwrap();
+        }
+        app_b
+            .execute_batch(
+                "INSERT INTO messages (id, folder_id, subject) VALUES ('m9', 'f', 'from b');
+                 DELETE FROM messages WHERE id = 'm9';",
+            )
+            .unwrap();
+        let rid_before: i64 = app_b
+            .query_row("SELECT rid FROM sync_items WHERE id = 'm9'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        app_a
+            .execute_batch(
+                "INSERT INTO messages (id, folder_id, subject) VALUES ('m9', 'f', 'from a');",
+            )
+            .unwrap();
+        let outcomes = sync(&mut a, &mut b, 10, ConflictRule::IncomingWins);
+        assert!(outcomes.iter().all(|o| o.errors.is_empty()), "{outcomes:?}");
+        let subject = subject_of(&app_b, "m9");
+        assert_eq!(subject, "from a");
+        let (rows, rid, deleted): (i64, i64, Option<i64>) = app_b
+            .query_row(
+                "SELECT count(*), max(rid), max(deleted_at) FROM sync_items WHERE id = 'm9'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!((rows, rid, deleted), (1, rid_before, None));
+        assert_eq!(
+            b.local_item("m9").unwrap().unwrap().created,
+            a.local_item("m9").unwrap().unwrap().created
+        );
     }
 
     #[test]
