@@ -7,15 +7,15 @@
 //!    issue's limit.
 //! 2. [`Reference::PerBatch`]: the same, with a commit every batch, as PRODUCT.md's per-batch
 //!    atomicity demands.
-//!
-//! All three run on connections set up as the collector's import connection: the store's page
-//! size, WAL and `synchronous`, and the import's page cache and checkpoint interval, so no
-//! reference is slower than it need be.
 //! 3. [`Reference::StoreTables`]: the store's own tables (schema from `Store::open`: the public
 //!    `messages` with its folder index and checks, the item row with its id index, three unit
 //!    versions per message with their version index), a commit every batch, the store's
 //!    triggers off as an import has them. What the store's layout costs before the sync does
 //!    anything.
+//!
+//! All three run on connections set up as the collector's import connection: the store's page
+//! size, WAL and `synchronous`, and the import's page cache and checkpoint interval, so no
+//! reference is slower than it need be.
 
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -820,7 +820,6 @@ impl Store {
         Ok(Step::Applied)
     }
 
-    /// A message row with all its values in one statement (the import's hot path).
     /// Creates a message the split found unseen, without looking it up first (the import's
     /// hottest path: one id lookup fewer per message). Its item row goes in first, as a plain
     /// INSERT, so a store that knows the id after all (its tombstone, or a message two stores
@@ -849,19 +848,19 @@ impl Store {
         messages: &[&'c ItemChange],
     ) -> Result<HashSet<&'c str>, StoreError> {
         let mut exist = HashSet::new();
-        let mut missing = HashSet::new();
-        for folder in messages.iter().filter_map(|c| folder_of(c)) {
-            if !exist.contains(folder) && !missing.contains(folder) {
-                if self.folder_exists(folder)? {
-                    exist.insert(folder);
-                } else {
-                    missing.insert(folder);
-                }
+        for folder in messages
+            .iter()
+            .filter_map(|c| folder_of(c))
+            .collect::<HashSet<_>>()
+        {
+            if self.folder_exists(folder)? {
+                exist.insert(folder);
             }
         }
         Ok(exist)
     }
 
+    /// A message row with all its values in one statement (the import's hot path).
     fn insert_message(&mut self, change: &ItemChange) -> Result<(), StoreError> {
         let (mut folder, mut is_read, mut content) = (None, false, None);
         for u in &change.units {
@@ -1185,12 +1184,9 @@ fn in_apply_order(changes: &[ItemChange]) -> Vec<&ItemChange> {
 const INSERT_ITEM: &str = "INSERT INTO sync_items (id, kind, created_r, created_t, deleted_at) \
                            VALUES (?1, ?2, ?3, ?4, NULL)";
 
-/// The folder a message change puts its message in, if it carries its location.
+/// The folder a change puts its item in, if it carries its location.
 fn folder_of(change: &ItemChange) -> Option<&str> {
-    change.units.iter().find_map(|u| match &u.value {
-        UnitValue::Location { folder_id } => Some(folder_id.as_str()),
-        _ => None,
-    })
+    change.units.iter().find_map(|u| parent_of(&u.value))
 }
 
 pub(super) fn parent_of(value: &UnitValue) -> Option<&str> {
