@@ -62,9 +62,9 @@ pub struct ImportSession {
     pending: std::collections::BTreeMap<String, (ItemChange, String)>,
     /// Versions kept out of every learned knowledge of this session (looked up per version of
     /// every applied item, hence a set).
-    pub(crate) excluded: std::collections::HashSet<Version>,
+    pub(crate) excluded: HashSet<Version>,
     /// Items that failed in this session: an item enumerated again in a later phase fails once.
-    failed: std::collections::HashSet<String>,
+    failed: HashSet<String>,
     /// Versions the store does not claim although the session told it of them (`scoped`):
     /// changes that took items out of the scope, and the versions of items it stopped holding.
     /// They stay out of the store's knowledge, so a session that carries them whole sends them
@@ -764,7 +764,7 @@ impl Store {
         fresh: bool,
         report: &mut ItemReport,
     ) -> Result<Step, StoreError> {
-        if let Some(parent) = change.units.iter().find_map(|u| parent_of(&u.value)) {
+        if let Some(parent) = folder_of(change) {
             if !self.folder_exists(parent)? {
                 return Ok(Step::Pending(self.missing_parent(
                     change,
@@ -779,7 +779,7 @@ impl Store {
                     UnitValue::Name { name } => Some(name.clone()),
                     _ => None,
                 });
-                let parent = change.units.iter().find_map(|u| parent_of(&u.value));
+                let parent = folder_of(change);
                 self.conn
                     .prepare_cached(
                         "INSERT INTO folders (id, parent_id, name) VALUES (?1, ?2, ?3) \
@@ -794,10 +794,7 @@ impl Store {
             // The import's hot path: plain single-row INSERTs, which need no statement journal
             // (an INSERT OR REPLACE or an upsert copies every page it touches first).
             self.record_item(change, INSERT_ITEM)?;
-            let rid = self.conn.last_insert_rowid();
-            for u in &change.units {
-                self.insert_unit_version(rid, u)?;
-            }
+            self.insert_unit_versions(self.conn.last_insert_rowid(), change)?;
         } else {
             // An item brought back over its tombstone keeps its row (and rid): its units are
             // replaced, its creation version is the incoming one.
@@ -810,9 +807,7 @@ impl Store {
             )?;
             let rid = self.rid_of(&change.id)?;
             self.delete_units(rid)?;
-            for u in &change.units {
-                self.insert_unit_version(rid, u)?;
-            }
+            self.insert_unit_versions(rid, change)?;
         }
         if change.kind == ItemKind::Folder {
             self.rename_same_name(&change.id, report)?;
@@ -835,9 +830,7 @@ impl Store {
         }
         let rid = self.conn.last_insert_rowid();
         self.insert_message(change)?;
-        for u in &change.units {
-            self.insert_unit_version(rid, u)?;
-        }
+        self.insert_unit_versions(rid, change)?;
         Ok(Some(Step::Applied))
     }
 
@@ -992,6 +985,14 @@ impl Store {
             item,
             u,
         )
+    }
+
+    /// Records the versions of all of `change`'s units for the item at `rid`, which has none yet.
+    fn insert_unit_versions(&mut self, rid: i64, change: &ItemChange) -> Result<(), StoreError> {
+        change
+            .units
+            .iter()
+            .try_for_each(|u| self.insert_unit_version(rid, u))
     }
 
     /// Records the version of a unit the item at `rid` does not have yet: a plain INSERT.
