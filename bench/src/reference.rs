@@ -81,8 +81,8 @@ fn open_like_the_import(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
-/// Every message as the collector records a new one: its row, its item row (kind, creation
-/// version), and the versions of its three live units, with the triggers off (as
+/// Every message as the collector records a new one: its item row (kind, creation version),
+/// its row linked to it (`sync_rid`), and the versions of its three live units, with the triggers off (as
 /// `store::fresh` has them for a never-seen message). No knowledge, no conflict checks.
 fn store_tables(path: &Path, n: usize, batch: usize) -> Result<Filled> {
     drop(Store::open(path).with_context(|| format!("cannot create {}", path.display()))?);
@@ -97,11 +97,6 @@ fn store_tables(path: &Path, n: usize, batch: usize) -> Result<Filled> {
     let at = chrono::Utc::now().timestamp_millis();
     let mut tick: i64 = 0;
     insert_in_transactions(&mut conn, n, batch, |tx, m| {
-        insert_message(
-            &mut tx.prepare_cached(INSERT_MESSAGE)?,
-            m,
-            &folder_ids[m.folder],
-        )?;
         tick += 1;
         tx.prepare_cached(
             "INSERT INTO sync_items (id, kind, created_r, created_t, deleted_at) \
@@ -109,6 +104,22 @@ fn store_tables(path: &Path, n: usize, batch: usize) -> Result<Filled> {
         )?
         .execute(params![m.id, ItemKind::Message.code(), source, tick])?;
         let rid = tx.last_insert_rowid();
+        tx.prepare_cached(
+            "INSERT INTO messages \
+             (id, folder_id, subject, sender, received_at, headers, body, is_read, sync_rid) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?
+        .execute(params![
+            m.id,
+            folder_ids[m.folder],
+            m.subject,
+            m.sender,
+            m.received_at,
+            m.headers,
+            m.body,
+            m.is_read,
+            rid
+        ])?;
         let mut unit_version = tx.prepare_cached(
             "INSERT INTO sync_units (item, unit, r, t, at, phase) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?;

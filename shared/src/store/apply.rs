@@ -442,7 +442,7 @@ impl Store {
         }
         match (change.is_tombstone(), local) {
             (true, None) => {
-                self.write_tombstone(change)?;
+                self.write_tombstone(change, None)?;
                 Ok(Step::Applied)
             }
             (true, Some(local)) if local.deleted => {
@@ -460,7 +460,7 @@ impl Store {
                 Ok(Step::Applied)
             }
             (true, Some(local)) => self.apply_delete(session, change, &local, report),
-            (false, None) => self.create(change, true, report),
+            (false, None) => self.create(change, None, report),
             (false, Some(local)) if local.deleted => {
                 self.apply_over_tombstone(session, change, &local, report)
             }
@@ -568,7 +568,7 @@ impl Store {
             .prepare_cached(table)
             .and_then(|mut s| s.execute([&change.id]))
             .ctx(&self.path, "cannot delete an item")?;
-        self.write_tombstone(change)?;
+        self.write_tombstone(change, Some(local.rid))?;
         Ok(Step::Applied)
     }
 
@@ -581,11 +581,11 @@ impl Store {
         report: &mut ItemReport,
     ) -> Result<Step, StoreError> {
         let Some((unit, deletion, deleted_at)) = local.units.first().cloned() else {
-            return self.create(change, false, report);
+            return self.create(change, Some(local.rid), report);
         };
         if session.made_with.contains(&deletion) {
             // The source knew of the delete and holds the item live: it was brought back there.
-            return self.create(change, false, report);
+            return self.create(change, Some(local.rid), report);
         }
         let newest = change
             .units
@@ -625,7 +625,7 @@ impl Store {
         if !update_wins {
             return Ok(Step::Applied);
         }
-        let step = self.create(change, false, report)?;
+        let step = self.create(change, Some(local.rid), report)?;
         if matches!(step, Step::Applied) {
             // Brought back whole as the updating store holds it: a new change here, so it
             // replaces the units this store knew before it deleted the item (on other stores
@@ -757,11 +757,11 @@ impl Store {
     }
 
     /// A new item (or one brought back over its tombstone): every unit as it arrives.
-    /// `fresh`: the store never saw the item (no versions to replace).
+    /// `tombstone`: the rid of the item's tombstone here, `None` if the store never saw it.
     fn create(
         &mut self,
         change: &ItemChange,
-        fresh: bool,
+        tombstone: Option<i64>,
         report: &mut ItemReport,
     ) -> Result<Step, StoreError> {
         if let Some(parent) = folder_of(change) {
@@ -773,6 +773,22 @@ impl Store {
                 )?));
             }
         }
+        // The item row first: a message row names it (`messages.sync_rid`).
+        let rid = match tombstone {
+            None => {
+                // The import's hot path: plain single-row INSERTs, which need no statement
+                // journal (an INSERT OR REPLACE or an upsert copies every page it touches first).
+                self.record_item(change, INSERT_ITEM)?;
+                self.conn.last_insert_rowid()
+            }
+            Some(rid) => {
+                // An item brought back over its tombstone keeps its row (and rid): its units
+                // are replaced, its creation version is the incoming one.
+                self.revive_item(rid, change)?;
+                self.delete_units(rid)?;
+                rid
+            }
+        };
         match change.kind {
             ItemKind::Folder => {
                 let name = change.units.iter().find_map(|u| match &u.value {
@@ -788,27 +804,9 @@ impl Store {
                     .and_then(|mut s| s.execute(rusqlite::params![change.id, parent, name.unwrap_or_default()]))
                     .ctx(&self.path, "cannot create a folder")?;
             }
-            ItemKind::Message => self.insert_message(change)?,
+            ItemKind::Message => self.insert_message(change, rid, UPSERT_MESSAGE)?,
         }
-        if fresh {
-            // The import's hot path: plain single-row INSERTs, which need no statement journal
-            // (an INSERT OR REPLACE or an upsert copies every page it touches first).
-            self.record_item(change, INSERT_ITEM)?;
-            self.insert_unit_versions(self.conn.last_insert_rowid(), change)?;
-        } else {
-            // An item brought back over its tombstone keeps its row (and rid): its units are
-            // replaced, its creation version is the incoming one.
-            self.record_item(
-                change,
-                "INSERT INTO sync_items (id, kind, created_r, created_t, deleted_at) \
-                 VALUES (?1, ?2, ?3, ?4, NULL) \
-                 ON CONFLICT(id) DO UPDATE SET kind = excluded.kind, \
-                 created_r = excluded.created_r, created_t = excluded.created_t, deleted_at = NULL",
-            )?;
-            let rid = self.rid_of(&change.id)?;
-            self.delete_units(rid)?;
-            self.insert_unit_versions(rid, change)?;
-        }
+        self.insert_unit_versions(rid, change)?;
         if change.kind == ItemKind::Folder {
             self.rename_same_name(&change.id, report)?;
         }
@@ -816,20 +814,42 @@ impl Store {
     }
 
     /// Creates a message the split found unseen, without looking it up first (the import's
-    /// hottest path: one id lookup fewer per message). Its item row goes in first, as a plain
-    /// INSERT, so a store that knows the id after all (its tombstone, or a message two stores
-    /// made with one id) refuses that row by `sync_items_by_id` before anything of the item is
-    /// written; `None` then, and the change takes the ordinary path, which looks it up.
+    /// hottest path). A store that knows the id after all is found out before anything of the
+    /// item stays written, and `None` sends the change the ordinary way, which looks it up:
+    /// - a tombstone (or a folder) with the id by one probe of `sync_items_by_id`, which holds
+    ///   only folders and tombstones and so stays small;
+    /// - a live message with the id (two stores made one id) by `messages`' own id index, which
+    ///   refuses the plain INSERT of the message row; the item row inserted just before it is
+    ///   then removed again.
     fn create_unseen(&mut self, change: &ItemChange) -> Result<Option<Step>, StoreError> {
-        match self.record_item(change, INSERT_ITEM) {
+        let known: bool = self
+            .conn
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM sync_items \
+                 WHERE id = ?1 AND (kind = 0 OR deleted_at IS NOT NULL))",
+            )
+            .and_then(|mut s| s.query_row([&change.id], |r| r.get(0)))
+            .ctx(&self.path, "cannot look up an item")?;
+        if known {
+            return Ok(None);
+        }
+        self.record_item(change, INSERT_ITEM)?;
+        let rid = self.conn.last_insert_rowid();
+        match self.insert_message(change, rid, INSERT_MESSAGE) {
             Err(StoreError::Sqlite {
                 source: rusqlite::Error::SqliteFailure(e, _),
                 ..
-            }) if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE => return Ok(None),
+            }) if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+                || e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE =>
+            {
+                self.conn
+                    .prepare_cached("DELETE FROM sync_items WHERE rid = ?1")
+                    .and_then(|mut s| s.execute([rid]))
+                    .ctx(&self.path, "cannot take back an item row")?;
+                return Ok(None);
+            }
             other => other?,
         }
-        let rid = self.conn.last_insert_rowid();
-        self.insert_message(change)?;
         self.insert_unit_versions(rid, change)?;
         Ok(Some(Step::Applied))
     }
@@ -853,8 +873,14 @@ impl Store {
         Ok(exist)
     }
 
-    /// A message row with all its values in one statement (the import's hot path).
-    fn insert_message(&mut self, change: &ItemChange) -> Result<(), StoreError> {
+    /// A message row with all its values in one statement (the import's hot path), linked to
+    /// its item row at `rid`; `sql` is [`INSERT_MESSAGE`] or [`UPSERT_MESSAGE`].
+    fn insert_message(
+        &mut self,
+        change: &ItemChange,
+        rid: i64,
+        sql: &str,
+    ) -> Result<(), StoreError> {
         let (mut folder, mut is_read, mut content) = (None, false, None);
         for u in &change.units {
             match &u.value {
@@ -882,14 +908,7 @@ impl Store {
         }
         let body = self.body_value(&change.id, body.as_ref())?;
         self.conn
-            .prepare_cached(
-                "INSERT INTO messages (id, folder_id, subject, sender, received_at, headers, body, is_read) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
-                 ON CONFLICT(id) DO UPDATE SET folder_id = excluded.folder_id, \
-                 subject = excluded.subject, sender = excluded.sender, \
-                 received_at = excluded.received_at, headers = excluded.headers, \
-                 body = excluded.body, is_read = excluded.is_read",
-            )
+            .prepare_cached(sql)
             .and_then(|mut s| {
                 s.execute(rusqlite::params![
                     change.id,
@@ -899,7 +918,8 @@ impl Store {
                     received_at,
                     headers,
                     body,
-                    is_read as i64
+                    is_read as i64,
+                    rid
                 ])
             })
             .map(|_| ())
@@ -1023,28 +1043,55 @@ impl Store {
             .ctx(&self.path, "cannot record a version")
     }
 
-    /// Records an item as a tombstone with the incoming deletion version.
-    fn write_tombstone(&mut self, change: &ItemChange) -> Result<(), StoreError> {
+    /// Records an item as a tombstone with the incoming deletion version: the item row at `rid`
+    /// (the item held live until now) or, with `None`, a new row.
+    fn write_tombstone(&mut self, change: &ItemChange, rid: Option<i64>) -> Result<(), StoreError> {
         let Some(deletion) = change.units.first() else {
             return Ok(());
         };
-        self.record_item(
-            change,
-            "INSERT INTO sync_items (id, kind, created_r, created_t, deleted_at) \
-             VALUES (?1, ?2, ?3, ?4, CAST(strftime('%s', 'now') AS INTEGER)) \
-             ON CONFLICT(id) DO UPDATE SET deleted_at = CAST(strftime('%s', 'now') AS INTEGER)",
-        )?;
-        let rid = self.rid_of(&change.id)?;
-        self.delete_units(rid)?;
+        let rid = match rid {
+            Some(rid) => {
+                self.conn
+                    .prepare_cached(
+                        "UPDATE sync_items SET deleted_at = CAST(strftime('%s', 'now') AS INTEGER) \
+                         WHERE rid = ?1",
+                    )
+                    .and_then(|mut s| s.execute([rid]))
+                    .ctx(&self.path, "cannot record an item")?;
+                self.delete_units(rid)?;
+                rid
+            }
+            None => {
+                self.record_item(
+                    change,
+                    "INSERT INTO sync_items (id, kind, created_r, created_t, deleted_at) \
+                     VALUES (?1, ?2, ?3, ?4, CAST(strftime('%s', 'now') AS INTEGER))",
+                )?;
+                self.conn.last_insert_rowid()
+            }
+        };
         self.insert_unit_version(rid, deletion)
     }
 
-    /// The rid of an item `sync_items` holds.
-    fn rid_of(&self, id: &str) -> Result<i64, StoreError> {
+    /// Makes the tombstone at `rid` the live item `change` brings: its kind and creation
+    /// version.
+    fn revive_item(&mut self, rid: i64, change: &ItemChange) -> Result<(), StoreError> {
+        let created_r = self.ensure_index(&change.created.replica)?;
         self.conn
-            .prepare_cached("SELECT rid FROM sync_items WHERE id = ?1")
-            .and_then(|mut s| s.query_row([id], |r| r.get(0)))
-            .ctx(&self.path, "cannot look up an item")
+            .prepare_cached(
+                "UPDATE sync_items SET kind = ?2, created_r = ?3, created_t = ?4, deleted_at = NULL \
+                 WHERE rid = ?1",
+            )
+            .and_then(|mut s| {
+                s.execute(rusqlite::params![
+                    rid,
+                    change.kind.code(),
+                    created_r,
+                    change.created.tick as i64
+                ])
+            })
+            .map(|_| ())
+            .ctx(&self.path, "cannot record an item")
     }
 
     /// Writes an item's `sync_items` row with `sql`, which binds (id, kind, created replica index,
@@ -1166,9 +1213,9 @@ impl Store {
     }
 }
 
-/// The order a batch's items are applied in. Messages in id order: both random-key trees an
-/// import writes (`messages`' id index and `sync_items_by_id`) are then walked from left to
-/// right, each leaf read and dirtied once per batch, instead of leaves evicted from the page cache
+/// The order a batch's items are applied in. Messages in id order: the random-key tree an
+/// import writes (`messages`' id index) is then walked from left to right, each leaf read and
+/// dirtied once per batch, instead of leaves evicted from the page cache
 /// and read back again. Applying a message reads no other message and changes no folder, so
 /// messages commute; only the order of their reports changes. Folders keep their order (a parent
 /// before its children, as the source sent them). The sort is stable: an id that came twice keeps
@@ -1180,6 +1227,21 @@ fn in_apply_order(changes: &[ItemChange]) -> Vec<&ItemChange> {
     }
     order
 }
+
+/// A new message row, linked to its item row: (id, folder, subject, sender, received_at,
+/// headers, body, is_read, sync_rid). A plain INSERT: `messages`' id index refuses an id held.
+const INSERT_MESSAGE: &str = "INSERT INTO messages \
+     (id, folder_id, subject, sender, received_at, headers, body, is_read, sync_rid) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+
+/// [`INSERT_MESSAGE`], or the row's values and link replaced if the id has a row.
+const UPSERT_MESSAGE: &str = "INSERT INTO messages \
+     (id, folder_id, subject, sender, received_at, headers, body, is_read, sync_rid) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+     ON CONFLICT(id) DO UPDATE SET folder_id = excluded.folder_id, \
+     subject = excluded.subject, sender = excluded.sender, \
+     received_at = excluded.received_at, headers = excluded.headers, \
+     body = excluded.body, is_read = excluded.is_read, sync_rid = excluded.sync_rid";
 
 /// A new item's row in `sync_items`: (id, kind, created replica index, created tick).
 const INSERT_ITEM: &str = "INSERT INTO sync_items (id, kind, created_r, created_t, deleted_at) \

@@ -104,7 +104,7 @@ pub(super) const ANY_OLD_TOMBSTONE: &str = "SELECT EXISTS (SELECT 1 FROM sync_it
 
 /// Up to ?2 tombstones written at or before ?1 with their deletion versions: the deletion index,
 /// then each tombstone's unit by its rid.
-pub(super) const OLD_TOMBSTONES: &str = "SELECT i.id, u.r, u.t FROM sync_items i \
+pub(super) const OLD_TOMBSTONES: &str = "SELECT i.rid, u.r, u.t FROM sync_items i \
      LEFT JOIN sync_units u ON u.item = i.rid \
      WHERE i.deleted_at IS NOT NULL AND i.deleted_at <= ?1 LIMIT ?2";
 
@@ -158,7 +158,7 @@ impl Store {
         let mut removed = Knowledge::new();
         let mut count = 0u64;
         loop {
-            let rows: Vec<(String, Option<i64>, Option<i64>)> = self
+            let rows: Vec<(i64, Option<i64>, Option<i64>)> = self
                 .conn
                 .prepare_cached(OLD_TOMBSTONES)
                 .and_then(|mut s| {
@@ -169,11 +169,11 @@ impl Store {
                 })
                 .ctx(&p, "cannot read old tombstones")?;
             let exhausted = (rows.len() as i64) < CHUNK;
-            for (id, r, t) in rows {
+            for (rid, r, t) in rows {
                 if let (Some(r), Some(t)) = (r, t) {
                     removed.insert(&self.version_of(r, t)?);
                 }
-                self.forget_item(&id)?;
+                self.forget_item(rid)?;
                 count += 1;
             }
             if exhausted {
@@ -193,18 +193,17 @@ impl Store {
         })
     }
 
-    /// Removes every trace of an item from the sync metadata (not from the public tables).
-    pub(crate) fn forget_item(&mut self, id: &str) -> Result<(), StoreError> {
+    /// Removes every trace of the item at `rid` from the sync metadata (not from the public
+    /// tables). By rid, not id: a message's row, which links its id to the item, may be gone.
+    pub(crate) fn forget_item(&mut self, rid: i64) -> Result<(), StoreError> {
         let p = &self.path;
         self.conn
-            .prepare_cached(
-                "DELETE FROM sync_units WHERE item = (SELECT rid FROM sync_items WHERE id = ?1)",
-            )
-            .and_then(|mut s| s.execute([id]))
+            .prepare_cached("DELETE FROM sync_units WHERE item = ?1")
+            .and_then(|mut s| s.execute([rid]))
             .ctx(p, "cannot remove an item's versions")?;
         self.conn
-            .prepare_cached("DELETE FROM sync_items WHERE id = ?1")
-            .and_then(|mut s| s.execute([id]))
+            .prepare_cached("DELETE FROM sync_items WHERE rid = ?1")
+            .and_then(|mut s| s.execute([rid]))
             .ctx(p, "cannot remove an item")?;
         Ok(())
     }

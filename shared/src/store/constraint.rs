@@ -26,7 +26,7 @@ use rusqlite::OptionalExtension;
 use super::apply::{kind_name, ItemReport};
 use super::conflict::{newer, summary, Outcome, ReportedConflict};
 use super::error::SqlContext;
-use super::items::{ItemChange, UnitState};
+use super::items::{rid_by_id, ItemChange, UnitState};
 use super::{Store, StoreError};
 use crate::knowledge::{Knowledge, Version};
 use crate::model::{ItemKind, Unit, UnitValue};
@@ -42,9 +42,10 @@ impl Store {
         let versions: Vec<(i64, i64)> = self
             .conn
             .prepare_cached(
-                "SELECT u.r, u.t FROM sync_items i JOIN sync_units u ON u.item = i.rid \
-                 WHERE i.id IN (SELECT id FROM messages WHERE folder_id = ?1 \
-                  UNION ALL SELECT id FROM folders WHERE parent_id = ?1)",
+                "SELECT u.r, u.t FROM sync_units u \
+                 WHERE u.item IN (SELECT sync_rid FROM messages WHERE folder_id = ?1 \
+                  UNION ALL SELECT i.rid FROM folders f JOIN sync_items i \
+                   ON i.id = f.id AND i.kind = 0 WHERE f.parent_id = ?1)",
             )
             .and_then(|mut s| {
                 s.query_map([folder], |r| Ok((r.get(0)?, r.get(1)?)))?
@@ -63,10 +64,11 @@ impl Store {
     pub(super) fn restore_folder(&mut self, folder: &str) -> Result<Version, StoreError> {
         let v = self.renew_versions(folder)?;
         self.conn
-            .prepare_cached(
-                "UPDATE sync_units SET at = CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) \
-                 WHERE item = (SELECT rid FROM sync_items WHERE id = ?1)",
-            )
+            .prepare_cached(concat!(
+                "UPDATE sync_units SET at = ",
+                "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) WHERE item = ",
+                rid_by_id!()
+            ))
             .and_then(|mut s| s.execute([folder]))
             .ctx(&self.path, "cannot restore a folder")?;
         Ok(v)
@@ -86,10 +88,10 @@ impl Store {
             )
             .ctx(&self.path, "cannot take a tick")?;
         self.conn
-            .prepare_cached(
-                "UPDATE sync_units SET r = 0, t = ?2 \
-                 WHERE item = (SELECT rid FROM sync_items WHERE id = ?1)",
-            )
+            .prepare_cached(concat!(
+                "UPDATE sync_units SET r = 0, t = ?2 WHERE item = ",
+                rid_by_id!()
+            ))
             .and_then(|mut s| s.execute(rusqlite::params![item, tick]))
             .ctx(&self.path, "cannot renew an item's versions")?;
         Ok(Version {

@@ -197,6 +197,7 @@ mod tests {
                 .unwrap()
         };
         let before = tick(&b);
+        let fired_before = fired().len();
         b.conn
             .execute(
                 "INSERT INTO messages (id, folder_id, subject) VALUES ('m5', 'f', 'five')",
@@ -204,7 +205,11 @@ mod tests {
             )
             .unwrap();
         assert_eq!(tick(&b), before + 1, "a local write took a tick");
-        assert_eq!(fired().last().map(String::as_str), Some("insert m5"));
+        // (Its tracking then links the row to its item, an UPDATE: "update m5" follows.)
+        assert_eq!(
+            fired().get(fired_before).map(String::as_str),
+            Some("insert m5")
+        );
     }
 
     /// A message whose creation the store does not know but whose id it holds (two stores made
@@ -259,6 +264,16 @@ mod tests {
         sync(&mut a, &mut b, 10, ConflictRule::LocalWins);
         let subject = subject_of(&app_b, "m2");
         assert_eq!(subject, "from b");
+        // The item row inserted before the message row was refused is taken back.
+        let (rows, linked): (i64, bool) = app_b
+            .query_row(
+                "SELECT count(*), max(rid) = (SELECT sync_rid FROM messages WHERE id = 'm2') \
+                 FROM sync_items WHERE id = 'm2'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((rows, linked), (1, true));
     }
 
     /// A message the store holds as a tombstone, made again elsewhere with the same id: it looks

@@ -197,7 +197,9 @@ impl Store {
     }
 
     /// Ids of `kind` in `(after, upto]` (from the first id when `after` is none), in id order,
-    /// at most `limit` (0: all). A range scan of the index `sync_items_by_id`.
+    /// at most `limit` (0: all). Folders: a range scan of `sync_items_by_id` (which holds every
+    /// folder item, live or tombstone). Messages: the live ones by `messages`' id index merged
+    /// with the tombstones by `sync_items_by_id` (migration 6), both ranges in id order.
     fn item_ids(
         &self,
         kind: ItemKind,
@@ -206,18 +208,12 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<String>, StoreError> {
         let limit = if limit == 0 { -1 } else { limit as i64 };
-        // '' is the least text value: `>= ''` takes every id, an empty one too.
-        let from = if after.is_some() { ">" } else { ">=" };
         self.conn
-            .prepare_cached(&format!(
-                "SELECT id FROM sync_items WHERE id {from} ?1 AND (?2 IS NULL OR id <= ?2) \
-                 AND kind = ?3 ORDER BY id LIMIT ?4"
-            ))
+            .prepare_cached(&item_ids_sql(kind, after.is_some()))
             .and_then(|mut s| {
-                s.query_map(
-                    rusqlite::params![after.unwrap_or(""), upto, kind.code(), limit],
-                    |r| r.get(0),
-                )?
+                s.query_map(rusqlite::params![after.unwrap_or(""), upto, limit], |r| {
+                    r.get(0)
+                })?
                 .collect()
             })
             .ctx(&self.path, "cannot enumerate items")
@@ -395,7 +391,7 @@ impl Store {
         for (_, v, _) in &local.units {
             dropped.insert(v);
         }
-        self.forget_item(id)
+        self.forget_item(local.rid)
     }
 
     /// Drops the recorded folders that are empty now, deepest first; a folder still holding
@@ -441,7 +437,7 @@ impl Store {
                 for (_, v, _) in &local.units {
                     forgotten.insert(v);
                 }
-                self.forget_item(&id)?;
+                self.forget_item(local.rid)?;
             }
             waiting = still;
             if waiting.is_empty() || waiting.len() >= before {
@@ -457,5 +453,23 @@ impl Store {
             .and_then(|mut s| s.execute([source]))
             .map(|_| ())
             .ctx(&self.path, "cannot clear folders to drop")
+    }
+}
+
+/// The statement of [`Store::item_ids`]: binds (after, upto, limit). `after`: whether the range
+/// starts after ?1 (or at it: '' is the least text value, so `>= ''` takes every id).
+pub(super) fn item_ids_sql(kind: ItemKind, after: bool) -> String {
+    let from = if after { ">" } else { ">=" };
+    let range = format!("id {from} ?1 AND (?2 IS NULL OR id <= ?2)");
+    match kind {
+        ItemKind::Folder => {
+            format!("SELECT id FROM sync_items WHERE kind = 0 AND {range} ORDER BY id LIMIT ?3")
+        }
+        ItemKind::Message => format!(
+            "SELECT id FROM messages WHERE {range} \
+             UNION ALL SELECT id FROM sync_items \
+              WHERE deleted_at IS NOT NULL AND kind = 1 AND {range} \
+             ORDER BY 1 LIMIT ?3"
+        ),
     }
 }

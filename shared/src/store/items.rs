@@ -161,6 +161,18 @@ impl ReplicaTable {
     }
 }
 
+/// The rid of the item with id ?1, live or tombstone, as a scalar subquery (migration 6): a live
+/// message through `messages`' id index and its `sync_rid`, any other item (a folder, a
+/// tombstone) through `sync_items_by_id`, which holds only those.
+macro_rules! rid_by_id {
+    () => {
+        "(SELECT sync_rid FROM messages WHERE id = ?1 UNION ALL \
+         SELECT rid FROM sync_items WHERE id = ?1 AND (kind = 0 OR deleted_at IS NOT NULL) \
+         LIMIT 1)"
+    };
+}
+pub(crate) use rid_by_id;
+
 /// The destination's versions of one item (seed 001's GetLocalVersions).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LocalItem {
@@ -181,7 +193,7 @@ impl LocalItem {
 
 impl Store {
     /// The local versions of an item, live or tombstone; `None` if the store never saw it.
-    /// One statement: the item's row by its id, and its units by the item's rid.
+    /// One statement: the item's rid by its id ([`rid_by_id`]), its row and its units.
     pub fn local_item(&mut self, id: &str) -> Result<Option<LocalItem>, StoreError> {
         type Row = (
             i64,
@@ -193,10 +205,12 @@ impl Store {
         );
         let rows: Vec<Row> = self
             .conn
-            .prepare_cached(
-                "SELECT i.rid, i.kind, i.created_r, i.created_t, i.deleted_at, u.unit, u.r, u.t, u.at \
-                 FROM sync_items i LEFT JOIN sync_units u ON u.item = i.rid WHERE i.id = ?1",
-            )
+            .prepare_cached(concat!(
+                "SELECT i.rid, i.kind, i.created_r, i.created_t, i.deleted_at, u.unit, u.r, ",
+                "u.t, u.at FROM sync_items i LEFT JOIN sync_units u ON u.item = i.rid ",
+                "WHERE i.rid = ",
+                rid_by_id!()
+            ))
             .and_then(|mut s| {
                 s.query_map([id], |r| {
                     let unit = match r.get::<_, Option<i64>>(5)? {
@@ -325,7 +339,7 @@ impl Store {
 /// and in each the values of a live message or folder (NULL for a tombstone, whose row is gone),
 /// found once per item.
 macro_rules! change_where {
-    ($key:literal) => {
+    ($key:literal, $value:expr) => {
         concat!(
             "SELECT i.id, i.kind, i.created_r, i.created_t, i.deleted_at, u.unit, u.r, u.t, u.at, ",
             "m.subject, m.sender, m.received_at, m.headers, m.body, m.is_read, m.folder_id, ",
@@ -334,12 +348,13 @@ macro_rules! change_where {
             "LEFT JOIN folders f ON i.kind = 0 AND i.deleted_at IS NULL AND f.id = i.id ",
             "LEFT JOIN sync_units u ON u.item = i.rid WHERE ",
             $key,
-            " = ?1"
+            " = ",
+            $value
         )
     };
 }
-pub(super) const CHANGE_BY_ID: &str = change_where!("i.id");
-pub(super) const CHANGE_BY_RID: &str = change_where!("i.rid");
+pub(super) const CHANGE_BY_ID: &str = change_where!("i.rid", rid_by_id!());
+pub(super) const CHANGE_BY_RID: &str = change_where!("i.rid", "?1");
 
 /// An item's own columns and, for a live item, its values (read from the first result row).
 struct ChangeHead {

@@ -216,7 +216,7 @@ fn a_store_of_schema_4_gets_a_body_check_without_a_throwaway_index_and_the_same_
     };
     let before = ephemerals(&app);
 
-    drop(Store::open(&path).unwrap());
+    drop(Store::open_at(&path, 5).unwrap());
     assert_eq!(user_version(&app), 5);
     let fresh = Connection::open(&path).unwrap();
     assert_eq!(ephemerals(&fresh), before - 1, "{:?}", insert_plan(&fresh));

@@ -439,6 +439,8 @@ impl Store {
 }
 
 #[cfg(test)]
+mod link_tests;
+#[cfg(test)]
 mod migration_tests;
 #[cfg(test)]
 mod retention_tests;

@@ -200,7 +200,7 @@ fn cleanup_with_nothing_old_enough_reads_one_index_and_writes_nothing() {
     assert_eq!(
         plan(super::cleanup::OLD_TOMBSTONES),
         vec![
-            "SEARCH i USING INDEX sync_items_by_deletion (deleted_at>? AND deleted_at<?)",
+            "SEARCH i USING COVERING INDEX sync_items_by_deletion (deleted_at>? AND deleted_at<?)",
             "SEARCH u USING PRIMARY KEY (item=?) LEFT-JOIN"
         ]
     );

@@ -29,6 +29,7 @@ pub const MIGRATIONS: &[&str] = &[
     MIGRATION_3,
     MIGRATION_4,
     MIGRATION_5,
+    MIGRATION_6,
 ];
 
 /// The schema version this build writes and understands.
@@ -428,7 +429,165 @@ UPDATE sqlite_schema
 PRAGMA writable_schema = OFF;
 "#;
 
-/// The store's own triggers on `messages` (migrations 1, 3 and 4). Any other trigger there is an
+/// A live message linked to its item row through a private column, so an import writes one
+/// tree keyed by random ids per message, not two. Up to migration 5 every item's id was in
+/// `sync_items_by_id`, a second random-key tree beside `messages`' own id index: each batch
+/// commit rewrote most leaves of both, and together they overflowed the import's page cache
+/// (`bench/PROFILE.md`, round four: the index alone cost a quarter of an initial sync).
+///
+/// Now `messages.sync_rid` holds the rid of a live message's item row, and a live message is
+/// found through the id index `messages` has anyway. `sync_items_by_id` holds folders and
+/// tombstones only (a partial index, small: folders are few and tombstones are cleaned up), so a
+/// lookup by id asks `messages` first, then that index. Keying the metadata by `messages`' rowid
+/// instead would not be safe: `VACUUM` may renumber the rowids of a table without an INTEGER
+/// PRIMARY KEY, and an `INSERT OR REPLACE` gives the row a new one; `sync_items.rid` is an
+/// INTEGER PRIMARY KEY, which `VACUUM` keeps.
+///
+/// *Invariant:* every `messages` row has a `sync_rid`, naming a live message item with its id;
+/// every other item (a folder, a tombstone) is in `sync_items_by_id`; an id has one item row.
+///
+/// Applications never write the column (PRODUCT.md allows more columns): an INSERT that gives
+/// it, or an UPDATE that changes it, is refused. An application's `INSERT OR REPLACE` deletes the
+/// row it replaces without firing delete triggers, so `messages_track_replace` notes that row's
+/// item first (in `sync_replaced`, emptied by the next insert) and the insert keeps it: the id
+/// stays one item, as before. Filling the column rewrites every message row once.
+const MIGRATION_6: &str = r#"
+DROP TRIGGER folders_track_insert;
+DROP TRIGGER folders_track_update;
+DROP TRIGGER folders_track_delete;
+DROP TRIGGER messages_track_insert;
+DROP TRIGGER messages_track_update;
+DROP TRIGGER messages_track_delete;
+
+ALTER TABLE messages ADD COLUMN sync_rid INTEGER;
+UPDATE messages SET sync_rid = (SELECT i.rid FROM sync_items i WHERE i.id = messages.id);
+
+DROP INDEX sync_items_by_id;
+-- Folders and tombstones: a query uses it when its WHERE implies `kind = 0 OR deleted_at IS NOT
+-- NULL` (e.g. `kind = 0`, `deleted_at IS NOT NULL`, or the whole condition).
+CREATE UNIQUE INDEX sync_items_by_id ON sync_items(id) WHERE kind = 0 OR deleted_at IS NOT NULL;
+
+-- The item of the live message an application's INSERT OR REPLACE is about to replace.
+CREATE TABLE sync_replaced (
+    id  TEXT PRIMARY KEY NOT NULL,
+    rid INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TRIGGER messages_sync_rid_private BEFORE INSERT ON messages
+WHEN NEW.sync_rid IS NOT NULL AND (SELECT applying FROM sync_state WHERE id = 1) = 0
+BEGIN SELECT RAISE(ABORT, 'icsync: messages.sync_rid is the store''s own column; leave it out of INSERTs'); END;
+
+CREATE TRIGGER messages_sync_rid_fixed BEFORE UPDATE OF sync_rid ON messages
+WHEN OLD.sync_rid IS NOT NULL AND NEW.sync_rid IS NOT OLD.sync_rid
+ AND (SELECT applying FROM sync_state WHERE id = 1) = 0
+BEGIN SELECT RAISE(ABORT, 'icsync: messages.sync_rid is the store''s own column and cannot change'); END;
+
+CREATE TRIGGER messages_track_replace BEFORE INSERT ON messages
+WHEN (SELECT applying FROM sync_state WHERE id = 1) = 0
+BEGIN
+    DELETE FROM sync_replaced;
+    INSERT INTO sync_replaced (id, rid)
+        SELECT id, sync_rid FROM messages WHERE id = NEW.id AND sync_rid IS NOT NULL;
+END;
+
+-- Tracking of local changes: one tick per row change. An id inserted again (over its tombstone,
+-- or over its live row by INSERT OR REPLACE) keeps its item row and rid and becomes a new item:
+-- new creation version, live, new units.
+CREATE TRIGGER folders_track_insert AFTER INSERT ON folders
+WHEN (SELECT applying FROM sync_state WHERE id = 1) = 0
+BEGIN
+    UPDATE sync_state SET tick = tick + 1 WHERE id = 1;
+    INSERT INTO sync_items (id, kind, created_r, created_t, deleted_at)
+        SELECT NEW.id, 0, 0, tick, NULL FROM sync_state WHERE id = 1
+        ON CONFLICT (id) WHERE kind = 0 OR deleted_at IS NOT NULL
+        DO UPDATE SET kind = excluded.kind, created_r = excluded.created_r,
+            created_t = excluded.created_t, deleted_at = NULL;
+    DELETE FROM sync_units WHERE item = (SELECT rid FROM sync_items WHERE id = NEW.id AND kind = 0);
+    INSERT INTO sync_units (item, unit, r, t, at, phase)
+        SELECT i.rid, 1, 0, s.tick, {NOW_MS}, 1 FROM sync_state s, sync_items i
+         WHERE s.id = 1 AND i.id = NEW.id AND i.kind = 0
+        UNION ALL SELECT i.rid, 2, 0, s.tick, {NOW_MS}, 1 FROM sync_state s, sync_items i
+         WHERE s.id = 1 AND i.id = NEW.id AND i.kind = 0;
+END;
+
+CREATE TRIGGER folders_track_update AFTER UPDATE ON folders
+WHEN (SELECT applying FROM sync_state WHERE id = 1) = 0
+ AND (OLD.name IS NOT NEW.name OR OLD.parent_id IS NOT NEW.parent_id)
+BEGIN
+    UPDATE sync_state SET tick = tick + 1 WHERE id = 1;
+    UPDATE sync_units SET r = 0, t = (SELECT tick FROM sync_state WHERE id = 1), at = {NOW_MS}
+     WHERE item = (SELECT rid FROM sync_items WHERE id = NEW.id AND kind = 0)
+       AND ((unit = 1 AND OLD.name IS NOT NEW.name) OR (unit = 2 AND OLD.parent_id IS NOT NEW.parent_id));
+END;
+
+CREATE TRIGGER folders_track_delete AFTER DELETE ON folders
+WHEN (SELECT applying FROM sync_state WHERE id = 1) = 0
+BEGIN
+    UPDATE sync_state SET tick = tick + 1 WHERE id = 1;
+    DELETE FROM sync_units WHERE item = (SELECT rid FROM sync_items WHERE id = OLD.id AND kind = 0);
+    INSERT INTO sync_units (item, unit, r, t, at, phase)
+        SELECT i.rid, 9, 0, s.tick, {NOW_MS}, 5 FROM sync_state s, sync_items i
+         WHERE s.id = 1 AND i.id = OLD.id AND i.kind = 0;
+    UPDATE sync_items SET deleted_at = {NOW_S} WHERE id = OLD.id AND kind = 0;
+END;
+
+CREATE TRIGGER messages_track_insert AFTER INSERT ON messages
+WHEN (SELECT applying FROM sync_state WHERE id = 1) = 0
+BEGIN
+    UPDATE sync_state SET tick = tick + 1 WHERE id = 1;
+    -- The item row the id has: the one of the row an INSERT OR REPLACE replaced, or a tombstone.
+    UPDATE messages SET sync_rid = coalesce(
+            (SELECT rid FROM sync_replaced WHERE id = NEW.id),
+            (SELECT rid FROM sync_items WHERE id = NEW.id AND deleted_at IS NOT NULL))
+     WHERE rowid = NEW.rowid;
+    DELETE FROM sync_replaced;
+    -- None: a new item row.
+    INSERT INTO sync_items (id, kind, created_r, created_t, deleted_at)
+        SELECT NEW.id, 1, 0, s.tick, NULL FROM sync_state s
+         WHERE s.id = 1 AND (SELECT sync_rid FROM messages WHERE rowid = NEW.rowid) IS NULL;
+    UPDATE messages SET sync_rid = last_insert_rowid() WHERE rowid = NEW.rowid AND sync_rid IS NULL;
+    UPDATE sync_items SET kind = 1, created_r = 0,
+           created_t = (SELECT tick FROM sync_state WHERE id = 1), deleted_at = NULL
+     WHERE rid = (SELECT sync_rid FROM messages WHERE rowid = NEW.rowid);
+    DELETE FROM sync_units WHERE item = (SELECT sync_rid FROM messages WHERE rowid = NEW.rowid);
+    INSERT INTO sync_units (item, unit, r, t, at, phase)
+        SELECT m.sync_rid, 3, 0, s.tick, {NOW_MS}, 2 FROM sync_state s, messages m
+         WHERE s.id = 1 AND m.rowid = NEW.rowid
+        UNION ALL SELECT m.sync_rid, 4, 0, s.tick, {NOW_MS}, 3 FROM sync_state s, messages m
+         WHERE s.id = 1 AND m.rowid = NEW.rowid
+        UNION ALL SELECT m.sync_rid, 5, 0, s.tick, {NOW_MS}, 2 FROM sync_state s, messages m
+         WHERE s.id = 1 AND m.rowid = NEW.rowid;
+END;
+
+CREATE TRIGGER messages_track_update AFTER UPDATE ON messages
+WHEN (SELECT applying FROM sync_state WHERE id = 1) = 0
+ AND (OLD.subject IS NOT NEW.subject OR OLD.sender IS NOT NEW.sender
+      OR OLD.received_at IS NOT NEW.received_at OR OLD.headers IS NOT NEW.headers
+      OR OLD.body IS NOT NEW.body OR OLD.is_read IS NOT NEW.is_read
+      OR OLD.folder_id IS NOT NEW.folder_id)
+BEGIN
+    UPDATE sync_state SET tick = tick + 1 WHERE id = 1;
+    UPDATE sync_units SET r = 0, t = (SELECT tick FROM sync_state WHERE id = 1), at = {NOW_MS}
+     WHERE item = NEW.sync_rid
+       AND ((unit = 3 AND (OLD.subject IS NOT NEW.subject OR OLD.sender IS NOT NEW.sender
+                           OR OLD.received_at IS NOT NEW.received_at
+                           OR OLD.headers IS NOT NEW.headers OR OLD.body IS NOT NEW.body))
+         OR (unit = 4 AND OLD.is_read IS NOT NEW.is_read)
+         OR (unit = 5 AND OLD.folder_id IS NOT NEW.folder_id));
+END;
+
+CREATE TRIGGER messages_track_delete AFTER DELETE ON messages
+WHEN (SELECT applying FROM sync_state WHERE id = 1) = 0
+BEGIN
+    UPDATE sync_state SET tick = tick + 1 WHERE id = 1;
+    DELETE FROM sync_units WHERE item = OLD.sync_rid;
+    INSERT INTO sync_units (item, unit, r, t, at, phase)
+        SELECT OLD.sync_rid, 8, 0, tick, {NOW_MS}, 4 FROM sync_state WHERE id = 1;
+    UPDATE sync_items SET deleted_at = {NOW_S} WHERE rid = OLD.sync_rid;
+END;
+"#;
+
+/// The store's own triggers on `messages` (migrations 1, 3, 4 and 6). Any other trigger there is an
 /// application's, which imports must fire (see `store::fresh`).
 pub const OWN_MESSAGE_TRIGGERS: &[&str] = &[
     "messages_folder_exists",
@@ -439,6 +598,9 @@ pub const OWN_MESSAGE_TRIGGERS: &[&str] = &[
     "messages_track_delete",
     "messages_headers_only_content",
     "messages_headers_only_gone",
+    "messages_sync_rid_private",
+    "messages_sync_rid_fixed",
+    "messages_track_replace",
 ];
 
 /// The body check as migration 5 leaves it in the `messages` table's schema text.

@@ -33,11 +33,12 @@ pub struct LeftScope {
 }
 
 /// The versions of unit ?1 of the messages held without their body: the header-only list first
-/// (CROSS JOIN keeps that order), each message's rid by its id, then its unit, so the cost follows
-/// the header-only copies, not the store (the planner would otherwise scan every unit).
+/// (CROSS JOIN keeps that order), each message's row by its id (with its item's rid), then its
+/// unit, so the cost follows the header-only copies, not the store (the planner would otherwise
+/// scan every unit).
 pub(super) const HEADERS_ONLY_VERSIONS: &str = "SELECT u.r, u.t FROM sync_headers_only h \
-     CROSS JOIN sync_items i ON i.id = h.item \
-     CROSS JOIN sync_units u ON u.item = i.rid AND u.unit = ?1";
+     CROSS JOIN messages m ON m.id = h.item \
+     CROSS JOIN sync_units u ON u.item = m.sync_rid AND u.unit = ?1";
 
 impl Store {
     /// What this store knows of `source` through the scope with key `scope`.
@@ -208,12 +209,13 @@ impl Store {
         kind: ItemKind,
         forget: &mut Vec<Version>,
     ) -> Result<(), StoreError> {
-        if let Some(local) = self.local_item(id)? {
+        let local = self.local_item(id)?;
+        if let Some(local) = &local {
             forget.extend(
                 local
                     .units
-                    .into_iter()
-                    .map(|(_, v, _)| v)
+                    .iter()
+                    .map(|(_, v, _)| v.clone())
                     .filter(|v| v.replica != self.replica),
             );
         }
@@ -225,7 +227,10 @@ impl Store {
             .prepare_cached(table)
             .and_then(|mut s| s.execute([id]))
             .ctx(&self.path, "cannot remove an item that left the scope")?;
-        self.forget_item(id)
+        match local {
+            Some(local) => self.forget_item(local.rid),
+            None => Ok(()),
+        }
     }
 
     fn ids_where(&self, sql: &str, key: &str) -> Result<Vec<String>, StoreError> {

@@ -507,26 +507,30 @@ fn enumeration_reads_the_version_index_not_the_table() {
 fn an_item_is_read_for_export_in_one_statement_its_row_found_once() {
     let dir = tempfile::tempdir().unwrap();
     let (_store, app) = new_store(&dir, "s.db");
-    for (sql, first) in [
-        (
-            super::items::CHANGE_BY_RID,
-            "SEARCH i USING INTEGER PRIMARY KEY (rowid=?)",
-        ),
-        (
-            super::items::CHANGE_BY_ID,
-            "SEARCH i USING INDEX sync_items_by_id (id=?)",
-        ),
+    // By id, the item's rid first: a live message's through `messages`' id index, any other
+    // item's through `sync_items_by_id` (folders and tombstones), never a scan.
+    let by_id = [
+        "SCALAR SUBQUERY 2",
+        "COMPOUND QUERY",
+        "LEFT-MOST SUBQUERY",
+        "SEARCH messages USING INDEX sqlite_autoindex_messages_1 (id=?)",
+        "UNION ALL",
+        "SEARCH sync_items USING INDEX sync_items_by_id (id=?)",
+    ];
+    for (sql, after_item) in [
+        (super::items::CHANGE_BY_RID, &[][..]),
+        (super::items::CHANGE_BY_ID, &by_id[..]),
     ] {
-        // The message or folder row is looked up once, then the item's units are walked.
-        assert_eq!(
-            query_plan(&app, sql),
-            vec![
-                first,
-                "SEARCH m USING INDEX sqlite_autoindex_messages_1 (id=?) LEFT-JOIN",
-                "SEARCH f USING INDEX sqlite_autoindex_folders_1 (id=?) LEFT-JOIN",
-                "SEARCH u USING PRIMARY KEY (item=?) LEFT-JOIN"
-            ]
-        );
+        // The item's row by its rid, the message or folder row looked up once, then the item's
+        // units walked.
+        let mut expected = vec!["SEARCH i USING INTEGER PRIMARY KEY (rowid=?)"];
+        expected.extend_from_slice(after_item);
+        expected.extend([
+            "SEARCH m USING INDEX sqlite_autoindex_messages_1 (id=?) LEFT-JOIN",
+            "SEARCH f USING INDEX sqlite_autoindex_folders_1 (id=?) LEFT-JOIN",
+            "SEARCH u USING PRIMARY KEY (item=?) LEFT-JOIN",
+        ]);
+        assert_eq!(query_plan(&app, sql), expected);
     }
 }
 
@@ -538,7 +542,7 @@ fn header_only_versions_are_read_from_the_header_only_list_not_the_store() {
         query_plan(&app, super::scoped::HEADERS_ONLY_VERSIONS),
         vec![
             "SCAN h",
-            "SEARCH i USING COVERING INDEX sync_items_by_id (id=?)",
+            "SEARCH m USING INDEX sqlite_autoindex_messages_1 (id=?)",
             "SEARCH u USING PRIMARY KEY (item=? AND unit=?)"
         ]
     );
@@ -858,4 +862,36 @@ fn synced_commits_are_a_setting_of_the_connection_and_can_be_turned_off_again() 
     assert_eq!(level(), 2, "FULL: each commit syncs the WAL");
     store.set_synced_commits(false).unwrap();
     assert_eq!(level(), 1);
+}
+
+/// A full enumeration's chunk of ids walks id indexes in order and stops at its limit: folders
+/// by `sync_items_by_id`, messages by `messages`' id index merged with the tombstones (no sort
+/// of the whole store per chunk).
+#[test]
+fn a_full_enumeration_chunk_merges_id_indexes_without_sorting() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_store, app) = new_store(&dir, "s.db");
+    for after in [false, true] {
+        assert_eq!(
+            query_plan(
+                &app,
+                &super::full::item_ids_sql(crate::model::ItemKind::Folder, after)
+            ),
+            vec!["SEARCH sync_items USING INDEX sync_items_by_id (id>?)"]
+        );
+        let plan = query_plan(
+            &app,
+            &super::full::item_ids_sql(crate::model::ItemKind::Message, after),
+        );
+        assert_eq!(
+            plan,
+            vec![
+                "MERGE (UNION ALL)",
+                "LEFT",
+                "SEARCH messages USING COVERING INDEX sqlite_autoindex_messages_1 (id>?)",
+                "RIGHT",
+                "SEARCH sync_items USING INDEX sync_items_by_id (id>?)"
+            ]
+        );
+    }
 }
