@@ -535,20 +535,28 @@ CREATE TRIGGER messages_track_insert AFTER INSERT ON messages
 WHEN (SELECT applying FROM sync_state WHERE id = 1) = 0
 BEGIN
     UPDATE sync_state SET tick = tick + 1 WHERE id = 1;
-    -- The item row the id has: the one of the row an INSERT OR REPLACE replaced, or a tombstone.
-    UPDATE messages SET sync_rid = coalesce(
-            (SELECT rid FROM sync_replaced WHERE id = NEW.id),
-            (SELECT rid FROM sync_items WHERE id = NEW.id AND deleted_at IS NOT NULL))
-     WHERE rowid = NEW.rowid;
-    DELETE FROM sync_replaced;
-    -- None: a new item row.
+    -- A new item row, unless the id has one: the one of the row an INSERT OR REPLACE replaced,
+    -- or a tombstone.
     INSERT INTO sync_items (id, kind, created_r, created_t, deleted_at)
         SELECT NEW.id, 1, 0, s.tick, NULL FROM sync_state s
-         WHERE s.id = 1 AND (SELECT sync_rid FROM messages WHERE rowid = NEW.rowid) IS NULL;
-    UPDATE messages SET sync_rid = last_insert_rowid() WHERE rowid = NEW.rowid AND sync_rid IS NULL;
+         WHERE s.id = 1
+           AND NOT EXISTS (SELECT 1 FROM sync_replaced WHERE id = NEW.id)
+           AND NOT EXISTS (SELECT 1 FROM sync_items WHERE id = NEW.id AND deleted_at IS NOT NULL);
+    -- The row's link, in one write of the row: last_insert_rowid() is the INSERT's just above,
+    -- and is taken only when it inserted (when the id had no item row).
+    UPDATE messages SET sync_rid = coalesce(
+            (SELECT rid FROM sync_replaced WHERE id = NEW.id),
+            (SELECT rid FROM sync_items WHERE id = NEW.id AND deleted_at IS NOT NULL),
+            last_insert_rowid())
+     WHERE rowid = NEW.rowid;
+    DELETE FROM sync_replaced;
+    -- An item row the id had becomes the new item (a new item's row already is: no tick is
+    -- given out twice, so only it has creation version (0, tick)).
     UPDATE sync_items SET kind = 1, created_r = 0,
            created_t = (SELECT tick FROM sync_state WHERE id = 1), deleted_at = NULL
-     WHERE rid = (SELECT sync_rid FROM messages WHERE rowid = NEW.rowid);
+     WHERE rid = (SELECT sync_rid FROM messages WHERE rowid = NEW.rowid)
+       AND (created_r <> 0 OR created_t <> (SELECT tick FROM sync_state WHERE id = 1)
+            OR deleted_at IS NOT NULL);
     DELETE FROM sync_units WHERE item = (SELECT sync_rid FROM messages WHERE rowid = NEW.rowid);
     INSERT INTO sync_units (item, unit, r, t, at, phase)
         SELECT m.sync_rid, 3, 0, s.tick, {NOW_MS}, 2 FROM sync_state s, messages m
