@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use rusqlite::config::DbConfig;
 use rusqlite::{params, Connection, Transaction};
-use shared::model::{ItemKind, Unit};
+use shared::model::ItemKind;
 use shared::store::{Store, IMPORT_PAGE_CACHE_MIB, WAL_AUTOCHECKPOINT_PAGES};
 
 use crate::fill::{
@@ -81,9 +81,10 @@ fn open_like_the_import(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
-/// Every message as the collector records a new one: its item row (kind, creation version),
-/// its row linked to it (`sync_rid`), and the versions of its three live units, with the triggers off (as
-/// `store::fresh` has them for a never-seen message). No knowledge, no conflict checks.
+/// Every message as the collector records a new one: its item row (kind, creation version and
+/// time) and its row linked to it (`sync_rid`), with the triggers off (as `store::fresh` has them
+/// for a never-seen message). Its three live units carry the creation version, so they have no
+/// rows (migration 7). No knowledge, no conflict checks.
 fn store_tables(path: &Path, n: usize, batch: usize) -> Result<Filled> {
     drop(Store::open(path).with_context(|| format!("cannot create {}", path.display()))?);
     let mut conn = open_like_the_import(path)?;
@@ -99,10 +100,10 @@ fn store_tables(path: &Path, n: usize, batch: usize) -> Result<Filled> {
     insert_in_transactions(&mut conn, n, batch, |tx, m| {
         tick += 1;
         tx.prepare_cached(
-            "INSERT INTO sync_items (id, kind, created_r, created_t, deleted_at) \
-             VALUES (?1, ?2, ?3, ?4, NULL)",
+            "INSERT INTO sync_items (id, kind, created_r, created_t, deleted_at, created_at) \
+             VALUES (?1, ?2, ?3, ?4, NULL, ?5)",
         )?
-        .execute(params![m.id, ItemKind::Message.code(), source, tick])?;
+        .execute(params![m.id, ItemKind::Message.code(), source, tick, at])?;
         let rid = tx.last_insert_rowid();
         tx.prepare_cached(
             "INSERT INTO messages \
@@ -120,19 +121,6 @@ fn store_tables(path: &Path, n: usize, batch: usize) -> Result<Filled> {
             m.is_read,
             rid
         ])?;
-        let mut unit_version = tx.prepare_cached(
-            "INSERT INTO sync_units (item, unit, r, t, at, phase) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )?;
-        for unit in Unit::live_units(ItemKind::Message) {
-            unit_version.execute(params![
-                rid,
-                unit.code(),
-                source,
-                tick,
-                at,
-                unit.phase().code()
-            ])?;
-        }
         Ok(())
     })
 }
@@ -216,8 +204,8 @@ mod tests {
             assert_eq!(item.created.replica.as_str(), SOURCE_REPLICA);
             assert_eq!(item.created.tick, tick as u64 + 1);
             assert!(!item.deleted);
-            let units: Vec<Unit> = item.units.iter().map(|u| u.0).collect();
-            assert_eq!(units, Unit::live_units(ItemKind::Message));
+            let units: Vec<shared::model::Unit> = item.units.iter().map(|u| u.0).collect();
+            assert_eq!(units, shared::model::Unit::live_units(ItemKind::Message));
             assert!(item.units.iter().all(|u| u.1 == item.created));
             let change = store.read_item_change(&mail.id).unwrap().unwrap();
             assert_eq!(change.id, mail.id);

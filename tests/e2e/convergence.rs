@@ -169,7 +169,7 @@ impl Run {
         self.model.replicas[s].tick = tick - 1;
         let at: i64 = app
             .query_row(
-                "SELECT at FROM sync_units WHERE r = 0 AND t = ?1 LIMIT 1",
+                "SELECT at FROM sync_unit_versions WHERE r = 0 AND t = ?1 LIMIT 1",
                 [tick],
                 |r| r.get(0),
             )

@@ -50,7 +50,7 @@ fn both_stores_hold_all_five_items_and_know_a5_b4() {
     let (r, t): (String, i64) = b
         .app()
         .query_row(
-            "SELECT r.replica, u.t FROM sync_units u JOIN sync_replicas r ON r.idx = u.r \
+            "SELECT r.replica, u.t FROM sync_unit_versions u JOIN sync_replicas r ON r.idx = u.r \
              JOIN sync_items i ON i.rid = u.item WHERE i.id = 'I1' AND u.unit = 1",
             [],
             |row| Ok((row.get(0)?, row.get(1)?)),
@@ -122,7 +122,7 @@ fn newer_wins_settles_the_conflict_the_same_way_on_both_stores() {
     let a_at: i64 = a
         .app()
         .query_row(
-            "SELECT u.at FROM sync_units u JOIN sync_items i ON i.rid = u.item \
+            "SELECT u.at FROM sync_unit_versions u JOIN sync_items i ON i.rid = u.item \
              WHERE i.id = 'I2' AND u.unit = 1",
             [],
             |r| r.get(0),

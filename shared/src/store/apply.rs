@@ -1007,11 +1007,15 @@ impl Store {
         )
     }
 
-    /// Records the versions of all of `change`'s units for the item at `rid`, which has none yet.
+    /// Records the versions of `change`'s units for the item at `rid`, which has none yet: only
+    /// those that differ from the item's creation (version or time); the others carry it without
+    /// a row (migration 7). A new message as its store made it writes none.
     fn insert_unit_versions(&mut self, rid: i64, change: &ItemChange) -> Result<(), StoreError> {
+        let created_at = created_at(change);
         change
             .units
             .iter()
+            .filter(|u| u.version != change.created || u.at != created_at)
             .try_for_each(|u| self.insert_unit_version(rid, u))
     }
 
@@ -1064,8 +1068,8 @@ impl Store {
             None => {
                 self.record_item(
                     change,
-                    "INSERT INTO sync_items (id, kind, created_r, created_t, deleted_at) \
-                     VALUES (?1, ?2, ?3, ?4, CAST(strftime('%s', 'now') AS INTEGER))",
+                    "INSERT INTO sync_items (id, kind, created_r, created_t, deleted_at, created_at) \
+                     VALUES (?1, ?2, ?3, ?4, CAST(strftime('%s', 'now') AS INTEGER), ?5)",
                 )?;
                 self.conn.last_insert_rowid()
             }
@@ -1079,15 +1083,16 @@ impl Store {
         let created_r = self.ensure_index(&change.created.replica)?;
         self.conn
             .prepare_cached(
-                "UPDATE sync_items SET kind = ?2, created_r = ?3, created_t = ?4, deleted_at = NULL \
-                 WHERE rid = ?1",
+                "UPDATE sync_items SET kind = ?2, created_r = ?3, created_t = ?4, deleted_at = NULL, \
+                 created_at = ?5 WHERE rid = ?1",
             )
             .and_then(|mut s| {
                 s.execute(rusqlite::params![
                     rid,
                     change.kind.code(),
                     created_r,
-                    change.created.tick as i64
+                    change.created.tick as i64,
+                    created_at(change)
                 ])
             })
             .map(|_| ())
@@ -1095,7 +1100,7 @@ impl Store {
     }
 
     /// Writes an item's `sync_items` row with `sql`, which binds (id, kind, created replica index,
-    /// created tick).
+    /// created tick, created at).
     fn record_item(&mut self, change: &ItemChange, sql: &str) -> Result<(), StoreError> {
         let created_r = self.ensure_index(&change.created.replica)?;
         self.conn
@@ -1105,7 +1110,8 @@ impl Store {
                     change.id,
                     change.kind.code(),
                     created_r,
-                    change.created.tick as i64
+                    change.created.tick as i64,
+                    created_at(change)
                 ])
             })
             .map(|_| ())
@@ -1243,9 +1249,21 @@ const UPSERT_MESSAGE: &str = "INSERT INTO messages \
      received_at = excluded.received_at, headers = excluded.headers, \
      body = excluded.body, is_read = excluded.is_read, sync_rid = excluded.sync_rid";
 
-/// A new item's row in `sync_items`: (id, kind, created replica index, created tick).
-const INSERT_ITEM: &str = "INSERT INTO sync_items (id, kind, created_r, created_t, deleted_at) \
-                           VALUES (?1, ?2, ?3, ?4, NULL)";
+/// A new item's row in `sync_items`: (id, kind, created replica index, created tick, created
+/// at).
+const INSERT_ITEM: &str =
+    "INSERT INTO sync_items (id, kind, created_r, created_t, deleted_at, created_at) \
+     VALUES (?1, ?2, ?3, ?4, NULL, ?5)";
+
+/// When an incoming item was created (unix ms): the time of its units that carry its creation
+/// version (one row change made them all), 0 if none does.
+fn created_at(change: &ItemChange) -> i64 {
+    change
+        .units
+        .iter()
+        .find(|u| u.version == change.created)
+        .map_or(0, |u| u.at)
+}
 
 /// The folder a change puts its item in, if it carries its location.
 fn folder_of(change: &ItemChange) -> Option<&str> {

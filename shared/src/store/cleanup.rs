@@ -262,12 +262,18 @@ impl Store {
     }
 
     /// Whether any item here (live unit or tombstone) carries a version of replica `idx` with a
-    /// tick in `from..=to`: one seek per phase of the version index.
+    /// tick in `from..=to`: one seek per phase of the version index, then the live items created
+    /// then whose units without a row carry their creation version (migration 7).
     fn carries_version_between(&self, idx: i64, from: u64, to: u64) -> Result<bool, StoreError> {
         self.conn
             .prepare_cached(
                 "SELECT EXISTS (SELECT 1 FROM sync_units WHERE phase IN (1, 2, 3, 4, 5) \
-                 AND r = ?1 AND t BETWEEN ?2 AND ?3)",
+                 AND r = ?1 AND t BETWEEN ?2 AND ?3) \
+                 OR EXISTS (SELECT 1 FROM sync_items i WHERE i.created_r = ?1 \
+                  AND i.created_t BETWEEN ?2 AND ?3 AND i.deleted_at IS NULL \
+                  AND EXISTS (SELECT 1 FROM sync_live_units k WHERE k.kind = i.kind \
+                   AND NOT EXISTS (SELECT 1 FROM sync_units u \
+                    WHERE u.item = i.rid AND u.unit = k.unit)))",
             )
             .and_then(|mut s| {
                 s.query_row(rusqlite::params![idx, from as i64, to as i64], |r| r.get(0))

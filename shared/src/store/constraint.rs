@@ -39,13 +39,19 @@ impl Store {
         folder: &str,
         made_with: &Knowledge,
     ) -> Result<bool, StoreError> {
+        // The items' unit rows, and the creation version of each item with a unit without one
+        // (which carries it, migration 7).
         let versions: Vec<(i64, i64)> = self
             .conn
             .prepare_cached(
-                "SELECT u.r, u.t FROM sync_units u \
-                 WHERE u.item IN (SELECT sync_rid FROM messages WHERE folder_id = ?1 \
+                "WITH held (rid) AS (SELECT sync_rid FROM messages WHERE folder_id = ?1 \
                   UNION ALL SELECT i.rid FROM folders f JOIN sync_items i \
-                   ON i.id = f.id AND i.kind = 0 WHERE f.parent_id = ?1)",
+                   ON i.id = f.id AND i.kind = 0 WHERE f.parent_id = ?1) \
+                 SELECT u.r, u.t FROM sync_units u WHERE u.item IN (SELECT rid FROM held) \
+                 UNION ALL SELECT i.created_r, i.created_t FROM sync_items i \
+                 WHERE i.rid IN (SELECT rid FROM held) AND EXISTS (SELECT 1 FROM sync_live_units k \
+                  WHERE k.kind = i.kind AND NOT EXISTS (SELECT 1 FROM sync_units u \
+                   WHERE u.item = i.rid AND u.unit = k.unit))",
             )
             .and_then(|mut s| {
                 s.query_map([folder], |r| Ok((r.get(0)?, r.get(1)?)))?
@@ -63,6 +69,7 @@ impl Store {
     /// Gives a folder's units a new local version, so it comes back where it was deleted.
     pub(super) fn restore_folder(&mut self, folder: &str) -> Result<Version, StoreError> {
         let v = self.renew_versions(folder)?;
+        // (renew_versions gave every unit a row.)
         self.conn
             .prepare_cached(concat!(
                 "UPDATE sync_units SET at = ",
@@ -87,6 +94,10 @@ impl Store {
                 |r| r.get(0),
             )
             .ctx(&self.path, "cannot take a tick")?;
+        self.conn
+            .prepare_cached(MATERIALIZE_UNITS)
+            .and_then(|mut s| s.execute([item]))
+            .ctx(&self.path, "cannot renew an item's versions")?;
         self.conn
             .prepare_cached(concat!(
                 "UPDATE sync_units SET r = 0, t = ?2 WHERE item = ",
@@ -316,3 +327,15 @@ impl Store {
         result.map(|_| ())
     }
 }
+
+/// Gives every live unit of the item with id ?1 a row (migration 7: a unit without one carries
+/// the item's creation version and time), so its units can be changed in place.
+const MATERIALIZE_UNITS: &str = concat!(
+    "INSERT INTO sync_units (item, unit, r, t, at, phase) ",
+    "SELECT i.rid, k.unit, i.created_r, i.created_t, i.created_at, k.phase ",
+    "FROM sync_items i JOIN sync_live_units k ON k.kind = i.kind ",
+    "WHERE i.rid = ",
+    rid_by_id!(),
+    " AND i.deleted_at IS NULL ",
+    "AND NOT EXISTS (SELECT 1 FROM sync_units u WHERE u.item = i.rid AND u.unit = k.unit)"
+);

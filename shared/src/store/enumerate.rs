@@ -2,8 +2,9 @@
 //! batch of changes it lacks, in seed 002's phase order (hierarchy, contents, read status,
 //! message deletes, folder deletes).
 //!
-//! Per phase and per replica, the enumeration walks the index `sync_units(phase, r, t)` over the
-//! tick ranges the source's knowledge has and the destination's lacks only, so its cost follows
+//! Per phase and per replica, the enumeration walks the index `sync_units(phase, r, t)`, merged
+//! with the live items by creation version (units without a row carry it), over the tick ranges
+//! the source's knowledge has and the destination's lacks only, so its cost follows
 //! the number of changes returned, never the store's size; each hit names its item by rid, read
 //! by rowid with its units and values in one statement. Versions newer than the knowledge the
 //! session started with (`made_with`) are left for the next session: the batch's learned
@@ -61,9 +62,17 @@ pub struct ExportBatch {
 pub(super) const CHUNK: i64 = 512;
 
 /// Up to ?5 units of phase ?1 made by replica ?2 with ticks in ?3..=?4, in tick order, each with
-/// its item's rid: a range of the covering index `sync_units_by_version`, nothing else.
+/// its item's rid: a range of the covering index `sync_units_by_version` (units changed since
+/// their item's creation) merged with a range of `sync_items_by_creation` (live items created
+/// then, each once if a unit of the phase has no row and so carries the creation version;
+/// migration 7).
 pub(super) const CHANGED_UNITS: &str = "SELECT item, t FROM sync_units \
-     WHERE phase = ?1 AND r = ?2 AND t BETWEEN ?3 AND ?4 ORDER BY t LIMIT ?5";
+     WHERE phase = ?1 AND r = ?2 AND t BETWEEN ?3 AND ?4 \
+     UNION ALL SELECT i.rid, i.created_t FROM sync_items i \
+     WHERE i.created_r = ?2 AND i.created_t BETWEEN ?3 AND ?4 AND i.deleted_at IS NULL \
+       AND EXISTS (SELECT 1 FROM sync_live_units k WHERE k.kind = i.kind AND k.phase = ?1 \
+         AND NOT EXISTS (SELECT 1 FROM sync_units u WHERE u.item = i.rid AND u.unit = k.unit)) \
+     ORDER BY 2 LIMIT ?5";
 
 impl Store {
     /// The next batch of at most `limit` items (and about `max_bytes` of values) whose versions

@@ -173,6 +173,25 @@ macro_rules! rid_by_id {
 }
 pub(crate) use rid_by_id;
 
+/// Adds to a live item's `units` (unit, version, made at) the ones that have no row: they
+/// carry the item's creation version and time (migration 7). Units stay in code order.
+pub(super) fn with_creation_units(
+    kind: ItemKind,
+    units: &mut Vec<(Unit, Version, i64)>,
+    created: &Version,
+    created_at: i64,
+) {
+    let before = units.len();
+    for &unit in Unit::live_units(kind) {
+        if !units[..before].iter().any(|u| u.0 == unit) {
+            units.push((unit, created.clone(), created_at));
+        }
+    }
+    if units.len() > before {
+        units.sort_by_key(|u| u.0.code());
+    }
+}
+
 /// The destination's versions of one item (seed 001's GetLocalVersions).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LocalItem {
@@ -198,8 +217,7 @@ impl Store {
         type Row = (
             i64,
             i64,
-            i64,
-            i64,
+            (i64, i64, i64),
             Option<i64>,
             Option<(i64, i64, i64, i64)>,
         );
@@ -207,7 +225,7 @@ impl Store {
             .conn
             .prepare_cached(concat!(
                 "SELECT i.rid, i.kind, i.created_r, i.created_t, i.deleted_at, u.unit, u.r, ",
-                "u.t, u.at FROM sync_items i LEFT JOIN sync_units u ON u.item = i.rid ",
+                "u.t, u.at, i.created_at FROM sync_items i LEFT JOIN sync_units u ON u.item = i.rid ",
                 "WHERE i.rid = ",
                 rid_by_id!()
             ))
@@ -217,12 +235,13 @@ impl Store {
                         Some(unit) => Some((unit, r.get(6)?, r.get(7)?, r.get(8)?)),
                         None => None,
                     };
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, unit))
+                    let created = (r.get(2)?, r.get(3)?, r.get(9)?);
+                    Ok((r.get(0)?, r.get(1)?, created, r.get(4)?, unit))
                 })?
                 .collect()
             })
             .ctx(&self.path, "cannot read an item's versions")?;
-        let Some(&(rid, kind, cr, ct, deleted_at, _)) = rows.first() else {
+        let Some(&(rid, kind, (cr, ct, created_at), deleted_at, _)) = rows.first() else {
             return Ok(None);
         };
         let kind = ItemKind::from_code(kind).ok_or_else(|| StoreError::Corrupt {
@@ -230,17 +249,21 @@ impl Store {
             what: format!("item {id} has kind {kind}"),
         })?;
         let mut units = Vec::with_capacity(rows.len());
-        for (unit, r, t, at) in rows.into_iter().filter_map(|row| row.5) {
+        for (unit, r, t, at) in rows.into_iter().filter_map(|row| row.4) {
             let unit = Unit::from_code(unit).ok_or_else(|| StoreError::Corrupt {
                 path: self.path.clone(),
                 what: format!("item {id} has unit code {unit}"),
             })?;
             units.push((unit, self.version_of(r, t)?, at));
         }
+        let created = self.version_of(cr, ct)?;
+        if deleted_at.is_none() {
+            with_creation_units(kind, &mut units, &created, created_at);
+        }
         Ok(Some(LocalItem {
             rid,
             kind,
-            created: self.version_of(cr, ct)?,
+            created,
             deleted: deleted_at.is_some(),
             units,
         }))
@@ -302,6 +325,10 @@ impl Store {
                 .ok_or_else(|| corrupt(format!("item {id} has unit code {unit}")))?;
             versions.push((unit, self.version_of(r, t)?, at));
         }
+        let created = self.version_of(head.created.0, head.created.1)?;
+        if head.values.is_some() {
+            with_creation_units(kind, &mut versions, &created, head.created_at);
+        }
         let values = match head.values {
             None => versions
                 .iter()
@@ -329,7 +356,7 @@ impl Store {
         Ok(Some(ItemChange {
             id,
             kind,
-            created: self.version_of(head.created.0, head.created.1)?,
+            created,
             units,
         }))
     }
@@ -343,7 +370,7 @@ macro_rules! change_where {
         concat!(
             "SELECT i.id, i.kind, i.created_r, i.created_t, i.deleted_at, u.unit, u.r, u.t, u.at, ",
             "m.subject, m.sender, m.received_at, m.headers, m.body, m.is_read, m.folder_id, ",
-            "f.name, f.parent_id, coalesce(m.id, f.id) IS NOT NULL FROM sync_items i ",
+            "f.name, f.parent_id, coalesce(m.id, f.id) IS NOT NULL, i.created_at FROM sync_items i ",
             "LEFT JOIN messages m ON i.kind = 1 AND i.deleted_at IS NULL AND m.id = i.id ",
             "LEFT JOIN folders f ON i.kind = 0 AND i.deleted_at IS NULL AND f.id = i.id ",
             "LEFT JOIN sync_units u ON u.item = i.rid WHERE ",
@@ -361,6 +388,7 @@ struct ChangeHead {
     id: String,
     kind: i64,
     created: (i64, i64),
+    created_at: i64,
     /// `None` for a tombstone.
     values: Option<Vec<UnitValue>>,
     live_without_row: bool,
@@ -402,6 +430,7 @@ impl ChangeHead {
             id: r.get(0)?,
             kind,
             created: (r.get(2)?, r.get(3)?),
+            created_at: r.get(19)?,
             values,
             live_without_row: deleted.is_none() && !has_row,
         })

@@ -72,7 +72,7 @@ fn a_store_of_schema_5_links_every_message_and_keeps_folders_and_tombstones_foun
     let version: i64 = app
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 6);
+    assert_eq!(version, schema::SCHEMA_VERSION);
     assert_links_hold(&app);
     let integrity: String = app
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))

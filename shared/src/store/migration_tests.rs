@@ -11,11 +11,20 @@ use crate::knowledge::TickSet;
 use crate::model;
 
 /// Every item's versions, one line per unit, in id and unit order. `join` is how a unit names
-/// its item in the schema at hand.
+/// its item in the schema at hand; from migration 7 on the units are read through the view
+/// `sync_unit_versions` (a unit without a row carries its item's creation version).
 fn version_table(app: &Connection, join: &str) -> Vec<String> {
+    let version: i64 = app
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    let units = if version >= 7 {
+        "sync_unit_versions"
+    } else {
+        "sync_units"
+    };
     app.prepare(&format!(
         "SELECT i.id, i.kind, i.created_r, i.created_t, i.deleted_at IS NOT NULL, \
-         u.unit, u.r, u.t, u.at, u.phase FROM sync_items i JOIN sync_units u ON {join} \
+         u.unit, u.r, u.t, u.at, u.phase FROM sync_items i JOIN {units} u ON {join} \
          ORDER BY i.id, u.unit"
     ))
     .unwrap()

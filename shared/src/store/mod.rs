@@ -444,6 +444,8 @@ mod link_tests;
 mod migration_tests;
 #[cfg(test)]
 mod retention_tests;
+#[cfg(test)]
+mod unit_rows_tests;
 /// Puts a SQLite file in WAL mode. Several processes open one file at once (the synchronizer,
 /// the collector, applications, agents); the switch needs a lock for which SQLite does not
 /// always call the busy handler, so it is retried here for up to 10 s. A file already in WAL is

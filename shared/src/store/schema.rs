@@ -30,6 +30,7 @@ pub const MIGRATIONS: &[&str] = &[
     MIGRATION_4,
     MIGRATION_5,
     MIGRATION_6,
+    MIGRATION_7,
 ];
 
 /// The schema version this build writes and understands.
@@ -595,7 +596,139 @@ BEGIN
 END;
 "#;
 
-/// The store's own triggers on `messages` (migrations 1, 3, 4 and 6). Any other trigger there is an
+/// Unit rows only for units changed since the item's creation. A new item's units all carry its
+/// creation version, and up to migration 6 each got a `sync_units` row anyway: three rows and
+/// three version-index entries per new message, most of what an import wrote beside the message
+/// itself (`bench/PROFILE.md`, round five). Now a live item's unit without a row carries the item's
+/// creation version and `sync_items.created_at` (when the creation was made, unix ms); a row is
+/// written at the unit's first change (or when an import brings a unit whose version or time is
+/// not the creation's), and a tombstone's unit is always a row.
+///
+/// `sync_live_units` lists the live units of each kind with their phase, and the view
+/// `sync_unit_versions` is every unit's version as before (rows, then creation versions of live
+/// units without one), for readers that want the old table's shape. Enumeration walks
+/// `sync_items_by_creation` beside `sync_units_by_version`, both by tick.
+///
+/// *Invariant:* a live item's unit has a `sync_units` row exactly when its version or time
+/// differs from the item's creation, or was written since (a row equal to the creation is
+/// allowed and means the same).
+const MIGRATION_7: &str = r#"
+DROP TRIGGER folders_track_insert;
+DROP TRIGGER folders_track_update;
+DROP TRIGGER messages_track_insert;
+DROP TRIGGER messages_track_update;
+
+CREATE TABLE sync_live_units (
+    kind  INTEGER NOT NULL,
+    unit  INTEGER NOT NULL,
+    phase INTEGER NOT NULL,
+    PRIMARY KEY (kind, unit)
+) WITHOUT ROWID;
+INSERT INTO sync_live_units (kind, unit, phase) VALUES (0, 1, 1), (0, 2, 1), (1, 3, 2), (1, 4, 3), (1, 5, 2);
+
+ALTER TABLE sync_items ADD COLUMN created_at INTEGER NOT NULL DEFAULT 0;
+UPDATE sync_items SET created_at = coalesce(
+    (SELECT min(u.at) FROM sync_units u
+      WHERE u.item = sync_items.rid AND u.r = sync_items.created_r AND u.t = sync_items.created_t),
+    0)
+ WHERE deleted_at IS NULL;
+DELETE FROM sync_units
+ WHERE EXISTS (SELECT 1 FROM sync_items i
+                WHERE i.rid = sync_units.item AND i.deleted_at IS NULL
+                  AND i.created_r = sync_units.r AND i.created_t = sync_units.t
+                  AND i.created_at = sync_units.at);
+
+-- Live items by creation version: enumeration finds here the units that have no row.
+CREATE INDEX sync_items_by_creation ON sync_items(created_r, created_t) WHERE deleted_at IS NULL;
+
+CREATE VIEW sync_unit_versions (item, unit, r, t, at, phase) AS
+    SELECT item, unit, r, t, at, phase FROM sync_units
+    UNION ALL
+    SELECT i.rid, k.unit, i.created_r, i.created_t, i.created_at, k.phase
+      FROM sync_items i JOIN sync_live_units k ON k.kind = i.kind
+     WHERE i.deleted_at IS NULL
+       AND NOT EXISTS (SELECT 1 FROM sync_units u WHERE u.item = i.rid AND u.unit = k.unit);
+
+-- Tracking of local changes: one tick per row change. A new item has no unit rows; a changed
+-- unit gets one (or has it replaced) at the change's tick.
+CREATE TRIGGER folders_track_insert AFTER INSERT ON folders
+WHEN (SELECT applying FROM sync_state WHERE id = 1) = 0
+BEGIN
+    UPDATE sync_state SET tick = tick + 1 WHERE id = 1;
+    INSERT INTO sync_items (id, kind, created_r, created_t, deleted_at, created_at)
+        SELECT NEW.id, 0, 0, tick, NULL, {NOW_MS} FROM sync_state WHERE id = 1
+        ON CONFLICT (id) WHERE kind = 0 OR deleted_at IS NOT NULL
+        DO UPDATE SET kind = excluded.kind, created_r = excluded.created_r,
+            created_t = excluded.created_t, deleted_at = NULL, created_at = excluded.created_at;
+    DELETE FROM sync_units WHERE item = (SELECT rid FROM sync_items WHERE id = NEW.id AND kind = 0);
+END;
+
+CREATE TRIGGER folders_track_update AFTER UPDATE ON folders
+WHEN (SELECT applying FROM sync_state WHERE id = 1) = 0
+ AND (OLD.name IS NOT NEW.name OR OLD.parent_id IS NOT NEW.parent_id)
+BEGIN
+    UPDATE sync_state SET tick = tick + 1 WHERE id = 1;
+    INSERT INTO sync_units (item, unit, r, t, at, phase)
+        SELECT i.rid, k.unit, 0, s.tick, {NOW_MS}, k.phase
+          FROM sync_state s, sync_items i, sync_live_units k
+         WHERE s.id = 1 AND i.id = NEW.id AND i.kind = 0 AND k.kind = 0
+           AND ((k.unit = 1 AND OLD.name IS NOT NEW.name)
+             OR (k.unit = 2 AND OLD.parent_id IS NOT NEW.parent_id))
+        ON CONFLICT (item, unit) DO UPDATE SET r = excluded.r, t = excluded.t, at = excluded.at;
+END;
+
+CREATE TRIGGER messages_track_insert AFTER INSERT ON messages
+WHEN (SELECT applying FROM sync_state WHERE id = 1) = 0
+BEGIN
+    UPDATE sync_state SET tick = tick + 1 WHERE id = 1;
+    -- A new item row, unless the id has one: the one of the row an INSERT OR REPLACE replaced,
+    -- or a tombstone.
+    INSERT INTO sync_items (id, kind, created_r, created_t, deleted_at, created_at)
+        SELECT NEW.id, 1, 0, s.tick, NULL, {NOW_MS} FROM sync_state s
+         WHERE s.id = 1
+           AND NOT EXISTS (SELECT 1 FROM sync_replaced WHERE id = NEW.id)
+           AND NOT EXISTS (SELECT 1 FROM sync_items WHERE id = NEW.id AND deleted_at IS NOT NULL);
+    -- The row's link, in one write of the row: last_insert_rowid() is the INSERT's just above,
+    -- and is taken only when it inserted (when the id had no item row).
+    UPDATE messages SET sync_rid = coalesce(
+            (SELECT rid FROM sync_replaced WHERE id = NEW.id),
+            (SELECT rid FROM sync_items WHERE id = NEW.id AND deleted_at IS NOT NULL),
+            last_insert_rowid())
+     WHERE rowid = NEW.rowid;
+    DELETE FROM sync_replaced;
+    -- An item row the id had becomes the new item, without its old units (a new item's row
+    -- already is: no tick is given out twice, so only it has creation version (0, tick)).
+    UPDATE sync_items SET kind = 1, created_r = 0,
+           created_t = (SELECT tick FROM sync_state WHERE id = 1), deleted_at = NULL,
+           created_at = {NOW_MS}
+     WHERE rid = (SELECT sync_rid FROM messages WHERE rowid = NEW.rowid)
+       AND (created_r <> 0 OR created_t <> (SELECT tick FROM sync_state WHERE id = 1)
+            OR deleted_at IS NOT NULL);
+    DELETE FROM sync_units WHERE item = (SELECT sync_rid FROM messages WHERE rowid = NEW.rowid);
+END;
+
+CREATE TRIGGER messages_track_update AFTER UPDATE ON messages
+WHEN (SELECT applying FROM sync_state WHERE id = 1) = 0
+ AND (OLD.subject IS NOT NEW.subject OR OLD.sender IS NOT NEW.sender
+      OR OLD.received_at IS NOT NEW.received_at OR OLD.headers IS NOT NEW.headers
+      OR OLD.body IS NOT NEW.body OR OLD.is_read IS NOT NEW.is_read
+      OR OLD.folder_id IS NOT NEW.folder_id)
+BEGIN
+    UPDATE sync_state SET tick = tick + 1 WHERE id = 1;
+    INSERT INTO sync_units (item, unit, r, t, at, phase)
+        SELECT NEW.sync_rid, k.unit, 0, s.tick, {NOW_MS}, k.phase
+          FROM sync_state s, sync_live_units k
+         WHERE s.id = 1 AND k.kind = 1
+           AND ((k.unit = 3 AND (OLD.subject IS NOT NEW.subject OR OLD.sender IS NOT NEW.sender
+                                 OR OLD.received_at IS NOT NEW.received_at
+                                 OR OLD.headers IS NOT NEW.headers OR OLD.body IS NOT NEW.body))
+             OR (k.unit = 4 AND OLD.is_read IS NOT NEW.is_read)
+             OR (k.unit = 5 AND OLD.folder_id IS NOT NEW.folder_id))
+        ON CONFLICT (item, unit) DO UPDATE SET r = excluded.r, t = excluded.t, at = excluded.at;
+END;
+"#;
+
+/// The store's own triggers on `messages` (migrations 1, 3, 4, 6 and 7). Any other trigger there is an
 /// application's, which imports must fire (see `store::fresh`).
 pub const OWN_MESSAGE_TRIGGERS: &[&str] = &[
     "messages_folder_exists",

@@ -36,9 +36,11 @@ pub struct LeftScope {
 /// (CROSS JOIN keeps that order), each message's row by its id (with its item's rid), then its
 /// unit, so the cost follows the header-only copies, not the store (the planner would otherwise
 /// scan every unit).
-pub(super) const HEADERS_ONLY_VERSIONS: &str = "SELECT u.r, u.t FROM sync_headers_only h \
+pub(super) const HEADERS_ONLY_VERSIONS: &str = "SELECT coalesce(u.r, i.created_r), \
+     coalesce(u.t, i.created_t) FROM sync_headers_only h \
      CROSS JOIN messages m ON m.id = h.item \
-     CROSS JOIN sync_units u ON u.item = m.sync_rid AND u.unit = ?1";
+     CROSS JOIN sync_items i ON i.rid = m.sync_rid \
+     LEFT JOIN sync_units u ON u.item = m.sync_rid AND u.unit = ?1";
 
 impl Store {
     /// What this store knows of `source` through the scope with key `scope`.

@@ -19,7 +19,7 @@ pub(super) fn new_store(dir: &tempfile::TempDir, name: &str) -> (Store, Connecti
 fn versions(app: &Connection, id: &str) -> Vec<(i64, i64, i64)> {
     let mut s = app
         .prepare(
-            "SELECT u.unit, u.r, u.t FROM sync_units u JOIN sync_items i ON i.rid = u.item \
+            "SELECT u.unit, u.r, u.t FROM sync_unit_versions u JOIN sync_items i ON i.rid = u.item \
              WHERE i.id = ?1 ORDER BY u.unit",
         )
         .unwrap();
@@ -492,13 +492,21 @@ fn a_batch_applied_twice_changes_nothing_the_second_time() {
 }
 
 #[test]
-fn enumeration_reads_the_version_index_not_the_table() {
+fn enumeration_reads_the_version_and_creation_indexes_not_the_tables() {
     let dir = tempfile::tempdir().unwrap();
     let (_store, app) = new_store(&dir, "s.db");
     assert_eq!(
         query_plan(&app, super::enumerate::CHANGED_UNITS),
         vec![
-            "SEARCH sync_units USING COVERING INDEX sync_units_by_version (phase=? AND r=? AND t>? AND t<?)"
+            "MERGE (UNION ALL)",
+            "LEFT",
+            "SEARCH sync_units USING COVERING INDEX sync_units_by_version (phase=? AND r=? AND t>? AND t<?)",
+            "RIGHT",
+            "SEARCH i USING INDEX sync_items_by_creation (created_r=? AND created_t>? AND created_t<?)",
+            "CORRELATED SCALAR SUBQUERY 3",
+            "SEARCH k USING PRIMARY KEY (kind=?)",
+            "CORRELATED SCALAR SUBQUERY 2",
+            "SEARCH u USING PRIMARY KEY (item=? AND unit=?)"
         ]
     );
 }
@@ -543,7 +551,8 @@ fn header_only_versions_are_read_from_the_header_only_list_not_the_store() {
         vec![
             "SCAN h",
             "SEARCH m USING INDEX sqlite_autoindex_messages_1 (id=?)",
-            "SEARCH u USING PRIMARY KEY (item=? AND unit=?)"
+            "SEARCH i USING INTEGER PRIMARY KEY (rowid=?)",
+            "SEARCH u USING PRIMARY KEY (item=? AND unit=?) LEFT-JOIN"
         ]
     );
 }

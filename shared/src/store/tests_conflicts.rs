@@ -114,7 +114,7 @@ fn the_same_edit_on_both_stores_is_no_conflict_and_ends_with_one_version() {
     let global = |store: &Store, app: &Connection| -> (String, i64) {
         let (replica, t): (Option<String>, i64) = app
             .query_row(
-                "SELECT r.replica, u.t FROM sync_units u LEFT JOIN sync_replicas r ON r.idx = u.r \
+                "SELECT r.replica, u.t FROM sync_unit_versions u LEFT JOIN sync_replicas r ON r.idx = u.r \
                  JOIN sync_items i ON i.rid = u.item WHERE i.id = 'm0' AND u.unit = 4",
                 [],
                 |r| Ok((r.get(0)?, r.get(1)?)),

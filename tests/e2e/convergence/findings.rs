@@ -26,7 +26,7 @@ fn three_stores() -> (World, [StoreUnderTest; 3]) {
 fn clock_past(app: &rusqlite::Connection, item: &str, unit: i64) {
     let at: i64 = app
         .query_row(
-            "SELECT u.at FROM sync_units u JOIN sync_items i ON i.rid = u.item \
+            "SELECT u.at FROM sync_unit_versions u JOIN sync_items i ON i.rid = u.item \
              WHERE i.id = ?1 AND u.unit = ?2",
             rusqlite::params![item, unit],
             |r| r.get(0),
