@@ -778,7 +778,7 @@ impl Store {
             None => {
                 // The import's hot path: plain single-row INSERTs, which need no statement
                 // journal (an INSERT OR REPLACE or an upsert copies every page it touches first).
-                self.record_item(change, INSERT_ITEM)?;
+                self.record_item(change, INSERT_ITEM, &change.id)?;
                 self.conn.last_insert_rowid()
             }
             Some(rid) => {
@@ -833,7 +833,7 @@ impl Store {
         if known {
             return Ok(None);
         }
-        self.record_item(change, INSERT_ITEM)?;
+        self.record_item(change, INSERT_ITEM, &change.id)?;
         let rid = self.conn.last_insert_rowid();
         match self.insert_message(change, rid, INSERT_MESSAGE) {
             Err(StoreError::Sqlite {
@@ -1070,6 +1070,7 @@ impl Store {
                     change,
                     "INSERT INTO sync_items (id, kind, created_r, created_t, deleted_at, created_at) \
                      VALUES (?1, ?2, ?3, ?4, CAST(strftime('%s', 'now') AS INTEGER), ?5)",
+                    &change.id,
                 )?;
                 self.conn.last_insert_rowid()
             }
@@ -1080,34 +1081,28 @@ impl Store {
     /// Makes the tombstone at `rid` the live item `change` brings: its kind and creation
     /// version.
     fn revive_item(&mut self, rid: i64, change: &ItemChange) -> Result<(), StoreError> {
-        let created_r = self.ensure_index(&change.created.replica)?;
-        self.conn
-            .prepare_cached(
-                "UPDATE sync_items SET kind = ?2, created_r = ?3, created_t = ?4, deleted_at = NULL, \
-                 created_at = ?5 WHERE rid = ?1",
-            )
-            .and_then(|mut s| {
-                s.execute(rusqlite::params![
-                    rid,
-                    change.kind.code(),
-                    created_r,
-                    change.created.tick as i64,
-                    created_at(change)
-                ])
-            })
-            .map(|_| ())
-            .ctx(&self.path, "cannot record an item")
+        self.record_item(
+            change,
+            "UPDATE sync_items SET kind = ?2, created_r = ?3, created_t = ?4, deleted_at = NULL, \
+             created_at = ?5 WHERE rid = ?1",
+            &rid,
+        )
     }
 
-    /// Writes an item's `sync_items` row with `sql`, which binds (id, kind, created replica index,
-    /// created tick, created at).
-    fn record_item(&mut self, change: &ItemChange, sql: &str) -> Result<(), StoreError> {
+    /// Writes an item's `sync_items` row with `sql`, which binds (`key`: its id or rid, kind,
+    /// created replica index, created tick, created at).
+    fn record_item(
+        &mut self,
+        change: &ItemChange,
+        sql: &str,
+        key: &dyn rusqlite::ToSql,
+    ) -> Result<(), StoreError> {
         let created_r = self.ensure_index(&change.created.replica)?;
         self.conn
             .prepare_cached(sql)
             .and_then(|mut s| {
                 s.execute(rusqlite::params![
-                    change.id,
+                    key,
                     change.kind.code(),
                     created_r,
                     change.created.tick as i64,
