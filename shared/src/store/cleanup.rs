@@ -25,6 +25,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use super::error::SqlContext;
+use super::items::lacks_a_unit_row;
 use super::{Store, StoreError};
 use crate::knowledge::{Knowledge, ReplicaId, TickSet};
 
@@ -266,15 +267,14 @@ impl Store {
     /// then whose units without a row carry their creation version (migration 7).
     fn carries_version_between(&self, idx: i64, from: u64, to: u64) -> Result<bool, StoreError> {
         self.conn
-            .prepare_cached(
-                "SELECT EXISTS (SELECT 1 FROM sync_units WHERE phase IN (1, 2, 3, 4, 5) \
-                 AND r = ?1 AND t BETWEEN ?2 AND ?3) \
-                 OR EXISTS (SELECT 1 FROM sync_items i WHERE i.created_r = ?1 \
-                  AND i.created_t BETWEEN ?2 AND ?3 AND i.deleted_at IS NULL \
-                  AND EXISTS (SELECT 1 FROM sync_live_units k WHERE k.kind = i.kind \
-                   AND NOT EXISTS (SELECT 1 FROM sync_units u \
-                    WHERE u.item = i.rid AND u.unit = k.unit)))",
-            )
+            .prepare_cached(concat!(
+                "SELECT EXISTS (SELECT 1 FROM sync_units WHERE phase IN (1, 2, 3, 4, 5) ",
+                "AND r = ?1 AND t BETWEEN ?2 AND ?3) ",
+                "OR EXISTS (SELECT 1 FROM sync_items i WHERE i.created_r = ?1 ",
+                "AND i.created_t BETWEEN ?2 AND ?3 AND i.deleted_at IS NULL AND ",
+                lacks_a_unit_row!(""),
+                ")"
+            ))
             .and_then(|mut s| {
                 s.query_row(rusqlite::params![idx, from as i64, to as i64], |r| r.get(0))
             })

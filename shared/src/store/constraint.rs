@@ -26,7 +26,7 @@ use rusqlite::OptionalExtension;
 use super::apply::{kind_name, ItemReport};
 use super::conflict::{newer, summary, Outcome, ReportedConflict};
 use super::error::SqlContext;
-use super::items::{rid_by_id, ItemChange, UnitState};
+use super::items::{lacks_a_unit_row, rid_by_id, ItemChange, UnitState};
 use super::{Store, StoreError};
 use crate::knowledge::{Knowledge, Version};
 use crate::model::{ItemKind, Unit, UnitValue};
@@ -43,16 +43,15 @@ impl Store {
         // (which carries it, migration 7).
         let versions: Vec<(i64, i64)> = self
             .conn
-            .prepare_cached(
-                "WITH held (rid) AS (SELECT sync_rid FROM messages WHERE folder_id = ?1 \
-                  UNION ALL SELECT i.rid FROM folders f JOIN sync_items i \
-                   ON i.id = f.id AND i.kind = 0 WHERE f.parent_id = ?1) \
-                 SELECT u.r, u.t FROM sync_units u WHERE u.item IN (SELECT rid FROM held) \
-                 UNION ALL SELECT i.created_r, i.created_t FROM sync_items i \
-                 WHERE i.rid IN (SELECT rid FROM held) AND EXISTS (SELECT 1 FROM sync_live_units k \
-                  WHERE k.kind = i.kind AND NOT EXISTS (SELECT 1 FROM sync_units u \
-                   WHERE u.item = i.rid AND u.unit = k.unit))",
-            )
+            .prepare_cached(concat!(
+                "WITH held (rid) AS (SELECT sync_rid FROM messages WHERE folder_id = ?1 ",
+                "UNION ALL SELECT i.rid FROM folders f JOIN sync_items i ",
+                "ON i.id = f.id AND i.kind = 0 WHERE f.parent_id = ?1) ",
+                "SELECT u.r, u.t FROM sync_units u WHERE u.item IN (SELECT rid FROM held) ",
+                "UNION ALL SELECT i.created_r, i.created_t FROM sync_items i ",
+                "WHERE i.rid IN (SELECT rid FROM held) AND ",
+                lacks_a_unit_row!("")
+            ))
             .and_then(|mut s| {
                 s.query_map([folder], |r| Ok((r.get(0)?, r.get(1)?)))?
                     .collect()

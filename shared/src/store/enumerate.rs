@@ -11,7 +11,7 @@
 //! knowledge then says exactly what it carries.
 
 use super::error::SqlContext;
-use super::items::ItemChange;
+use super::items::{lacks_a_unit_row, ItemChange};
 pub use super::scoped_export::ExportScope;
 use super::scoped_export::{Expansion, Filler};
 use super::{Store, StoreError};
@@ -66,13 +66,13 @@ pub(super) const CHUNK: i64 = 512;
 /// their item's creation) merged with a range of `sync_items_by_creation` (live items created
 /// then, each once if a unit of the phase has no row and so carries the creation version;
 /// migration 7).
-pub(super) const CHANGED_UNITS: &str = "SELECT item, t FROM sync_units \
-     WHERE phase = ?1 AND r = ?2 AND t BETWEEN ?3 AND ?4 \
-     UNION ALL SELECT i.rid, i.created_t FROM sync_items i \
-     WHERE i.created_r = ?2 AND i.created_t BETWEEN ?3 AND ?4 AND i.deleted_at IS NULL \
-       AND EXISTS (SELECT 1 FROM sync_live_units k WHERE k.kind = i.kind AND k.phase = ?1 \
-         AND NOT EXISTS (SELECT 1 FROM sync_units u WHERE u.item = i.rid AND u.unit = k.unit)) \
-     ORDER BY 2 LIMIT ?5";
+pub(super) const CHANGED_UNITS: &str = concat!(
+    "SELECT item, t FROM sync_units WHERE phase = ?1 AND r = ?2 AND t BETWEEN ?3 AND ?4 ",
+    "UNION ALL SELECT i.rid, i.created_t FROM sync_items i ",
+    "WHERE i.created_r = ?2 AND i.created_t BETWEEN ?3 AND ?4 AND i.deleted_at IS NULL AND ",
+    lacks_a_unit_row!(" AND k.phase = ?1"),
+    " ORDER BY 2 LIMIT ?5"
+);
 
 impl Store {
     /// The next batch of at most `limit` items (and about `max_bytes` of values) whose versions

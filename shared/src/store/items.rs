@@ -173,6 +173,19 @@ macro_rules! rid_by_id {
 }
 pub(crate) use rid_by_id;
 
+/// Whether the item `i` has a live unit without a row (migration 7: such a unit carries the
+/// item's creation version), as an SQL condition; `$also` narrows the units (e.g. to a phase).
+macro_rules! lacks_a_unit_row {
+    ($also:literal) => {
+        concat!(
+            "EXISTS (SELECT 1 FROM sync_live_units k WHERE k.kind = i.kind",
+            $also,
+            " AND NOT EXISTS (SELECT 1 FROM sync_units u WHERE u.item = i.rid AND u.unit = k.unit))"
+        )
+    };
+}
+pub(crate) use lacks_a_unit_row;
+
 /// Adds to a live item's `units` (unit, version, made at) the ones that have no row: they
 /// carry the item's creation version and time (migration 7). Units stay in code order.
 pub(super) fn with_creation_units(
