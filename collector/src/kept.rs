@@ -62,8 +62,9 @@ impl KeptStore {
             // replaced file only): a leak of one connection per replacement, never a lost WAL.
             std::mem::forget(lease);
         }
-        let store = Store::open(&self.path)?;
+        let mut store = Store::open(&self.path)?;
         store.set_page_cache_mib(IMPORT_PAGE_CACHE_MIB)?;
+        store.checkpoint_in_background()?;
         Ok(Lease {
             store,
             file: file_id(&self.path),

@@ -198,6 +198,7 @@ async fn import(
                 None => store.apply_batch(&mut session, changes, &batch.learned, batch.last)?,
             };
             outcome.errors.extend(refused);
+            store.after_commit()?;
             Ok::<_, SessionError>(outcome)
         })?;
         if let Some(next) = batch.full.as_ref().and_then(|r| r.next()) {

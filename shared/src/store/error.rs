@@ -26,6 +26,13 @@ pub enum StoreError {
         source: rusqlite::Error,
     },
 
+    #[error("{path}: cannot start the background checkpointer: {source}")]
+    Checkpointer {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
     #[error("{path}: corrupt sync metadata: {what}")]
     Corrupt { path: PathBuf, what: String },
 }

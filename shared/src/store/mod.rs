@@ -11,8 +11,10 @@
 //! - `cleanup`: seed 001's CleanupDeletedItems — old tombstones become forgotten knowledge.
 //! - `full`: seed 001's full enumeration of an out-of-date destination, source and destination.
 //! - `limits`: per-store caps on what is applied (the body size cap).
+//! - `checkpoint`: an import connection's WAL checkpoints on a thread of their own.
 
 mod apply;
+mod checkpoint;
 mod cleanup;
 mod conflict;
 mod constraint;
@@ -77,6 +79,8 @@ pub struct Store {
     /// Replica index ↔ global id; `sync_replicas` is append-only, so entries never go stale.
     by_idx: HashMap<i64, ReplicaId>,
     by_id: HashMap<ReplicaId, i64>,
+    /// The import connection's background checkpoints, once turned on.
+    checkpointer: Option<checkpoint::Checkpointer>,
 }
 
 impl std::fmt::Debug for Store {
@@ -106,6 +110,7 @@ impl Store {
             replica: ReplicaId::from(""),
             by_idx: HashMap::new(),
             by_id: HashMap::new(),
+            checkpointer: None,
         };
         store.configure()?;
         store.migrate(version)?;
@@ -364,6 +369,35 @@ impl Store {
         self.conn
             .execute_batch(&format!("PRAGMA cache_size = -{};", u64::from(mib) * 1024))
             .ctx(&self.path, "cannot set the page cache size")
+    }
+
+    /// Takes this connection's checkpoints off its commits onto a thread of its own
+    /// (`checkpoint`): for a connection that commits batch after batch, the collector's.
+    /// [`Store::after_commit`] must then follow each commit.
+    pub fn checkpoint_in_background(&mut self) -> Result<(), StoreError> {
+        self.checkpoint_in_background_past(WAL_AUTOCHECKPOINT_PAGES as std::ffi::c_int)
+    }
+
+    /// [`Store::checkpoint_in_background`] with a pass asked for past `pages` pages of WAL.
+    pub(crate) fn checkpoint_in_background_past(
+        &mut self,
+        pages: std::ffi::c_int,
+    ) -> Result<(), StoreError> {
+        if self.checkpointer.is_none() {
+            self.checkpointer = Some(checkpoint::Checkpointer::start(
+                &self.conn, &self.path, pages,
+            )?);
+        }
+        Ok(())
+    }
+
+    /// After a commit: with checkpoints in the background, asks for one when the WAL has grown
+    /// past the threshold, and keeps the WAL bounded (`checkpoint`). Nothing otherwise.
+    pub fn after_commit(&self) -> Result<(), StoreError> {
+        match &self.checkpointer {
+            Some(checkpointer) => checkpointer.after_commit(&self.conn),
+            None => Ok(()),
+        }
     }
 
     /// Makes this connection's commits synced to disk (`synchronous = FULL`: SQLite syncs the WAL
