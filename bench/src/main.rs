@@ -22,7 +22,8 @@ use clap::Parser;
 
 use procs::{Agent, Binaries, Daemon, Sockets, BATCH};
 use reference::Reference;
-use report::{Measured, Repeated};
+use fill::Filled;
+use report::{InitialSync, Measured, Repeated};
 
 #[derive(Parser, Debug)]
 #[command(about = "Benchmark the icsync binaries against a raw SQLite insert of the same rows")]
@@ -30,9 +31,14 @@ struct Args {
     /// Message counts to measure, comma separated: 10k, 100k, 1M or a plain number.
     #[arg(long, default_value = "100k", value_delimiter = ',', value_parser = parse_count)]
     n: Vec<usize>,
-    /// Fewer repetitions of the small sessions (3 instead of 7).
+    /// Fewer repetitions: 3 small sessions instead of 7, and one round of the limit and the
+    /// initial sync instead of `--rounds`.
     #[arg(long)]
     quick: bool,
+    /// Rounds of the limit and the initial sync, measured in turn (each sync into a new, empty
+    /// destination); the table shows their medians and the median of the rounds' ratios.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+    rounds: u32,
     /// Where the synchronizer, collector and agent binaries are (default: beside this program).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
@@ -85,6 +91,7 @@ fn main() -> Result<()> {
         }
     };
     let reps = if args.quick { 3 } else { 7 };
+    let rounds = if args.quick { 1 } else { args.rounds as usize };
     let mut columns = Vec::new();
     for &n in &args.n {
         eprintln!("icsync-bench: N = {n}: filling the source store …");
@@ -104,43 +111,78 @@ fn main() -> Result<()> {
             println!("{}", dir.display());
             continue;
         }
-        columns.push(measure(&bins, &dir, n, reps)?);
+        columns.push(measure(&bins, &dir, n, rounds, reps)?);
     }
     if !columns.is_empty() {
-        print!("{}", report::render(&columns, reps));
+        print!("{}", report::render(&columns, reps, rounds));
     }
     Ok(())
 }
 
 /// One column of the table: everything measured at one N.
-fn measure(bins: &Binaries, dir: &Path, n: usize, reps: usize) -> Result<Measured> {
+fn measure(
+    bins: &Binaries,
+    dir: &Path,
+    n: usize,
+    rounds: usize,
+    reps: usize,
+) -> Result<Measured> {
     let source = dir.join("source.db");
     let destination = dir.join("destination.db");
     let (app_fill, folder_ids) = fill::source_store(&source, n)?;
-    let reference = |how: Reference, file: &str| {
+    let reference = |how: Reference, file: &str| -> Result<Filled> {
         eprintln!("icsync-bench: N = {n}: reference insert {how:?} …");
-        reference::run(how, &dir.join(file), n, &folder_ids)
+        let path = dir.join(file);
+        remove_store(&path)?;
+        settle_disk()?;
+        reference::run(how, &path, n, &folder_ids)
     };
-    let limit = reference(Reference::Limit, "raw.db")?;
     let per_batch = reference(Reference::PerBatch { batch: BATCH }, "raw-per-batch.db")?;
     let store_tables = reference(Reference::StoreTables { batch: BATCH }, "store-tables.db")?;
 
     let sockets = Sockets::in_dir(dir);
-    let synchronizer = Daemon::start(bins, "synchronizer", &source, &sockets.source_sync, dir)?;
-    let collector = Daemon::start(bins, "collector", &destination, &sockets.dest_coll, dir)?;
     let agent = Agent::write_config(bins.clone(), dir, &sockets)?;
-
-    eprintln!("icsync-bench: N = {n}: initial sync …");
-    let cpu_before = (synchronizer.cpu()?, collector.cpu()?);
-    let initial = agent.sync(true)?;
-    let cpu_after = (synchronizer.cpu()?, collector.cpu()?);
     let items = (n + fill::FOLDER_COUNT) as i64;
-    if initial.sent != items {
-        bail!(
-            "the initial sync sent {} items where {items} were due",
-            initial.sent
-        );
+    // The limit and the initial sync in turn, so that both see the machine as it is at the
+    // time: on a shared machine either can vary by a third from one minute to the next.
+    let mut initial = Vec::new();
+    let mut peak = (0, 0);
+    let mut daemons = None;
+    for round in 1..=rounds {
+        let limit = reference(Reference::Limit, "raw.db")?;
+        // A new, empty destination, new daemons and new agent state: each round is a first sync.
+        drop(daemons.take());
+        remove_store(&destination)?;
+        let state = dir.join("state");
+        if state.exists() {
+            std::fs::remove_dir_all(&state)
+                .with_context(|| format!("cannot clear {}", state.display()))?;
+        }
+        settle_disk()?;
+        let synchronizer = Daemon::start(bins, "synchronizer", &source, &sockets.source_sync, dir)?;
+        let collector = Daemon::start(bins, "collector", &destination, &sockets.dest_coll, dir)?;
+        eprintln!("icsync-bench: N = {n}: initial sync, round {round} of {rounds} …");
+        let cpu_before = (synchronizer.cpu()?, collector.cpu()?);
+        let run = agent.sync(true)?;
+        let cpu_after = (synchronizer.cpu()?, collector.cpu()?);
+        if run.sent != items {
+            bail!("the initial sync sent {} items where {items} were due", run.sent);
+        }
+        initial.push(InitialSync {
+            limit,
+            run,
+            cpu: (
+                cpu_after.0.saturating_sub(cpu_before.0),
+                cpu_after.1.saturating_sub(cpu_before.1),
+            ),
+        });
+        let rss = (synchronizer.peak_rss()?, collector.peak_rss()?);
+        peak = (peak.0.max(rss.0), peak.1.max(rss.1));
+        daemons = Some((synchronizer, collector));
     }
+    let Some((synchronizer, collector)) = daemons else {
+        bail!("no round of the initial sync ran");
+    };
 
     eprintln!("icsync-bench: N = {n}: {reps} no-op and {reps} 300-change sessions …");
     let mut noop = Repeated::default();
@@ -161,6 +203,7 @@ fn measure(bins: &Binaries, dir: &Path, n: usize, reps: usize) -> Result<Measure
         changes.push(&run);
     }
     let rss = (synchronizer.peak_rss()?, collector.peak_rss()?);
+    peak = (peak.0.max(rss.0), peak.1.max(rss.1));
     synchronizer.stop()?;
     collector.stop()?;
     let (src_count, dst_count) = (
@@ -173,19 +216,39 @@ fn measure(bins: &Binaries, dir: &Path, n: usize, reps: usize) -> Result<Measure
     Ok(Measured {
         n,
         app_fill,
-        limit,
         per_batch,
         store_tables,
         initial,
-        cpu: (
-            cpu_after.0.saturating_sub(cpu_before.0),
-            cpu_after.1.saturating_sub(cpu_before.1),
-        ),
         noop,
         changes,
-        rss,
+        rss: peak,
         store_bytes: file_size(&destination),
     })
+}
+
+/// Removes a store and its WAL and shared-memory files, if they are there.
+fn remove_store(path: &Path) -> Result<()> {
+    for suffix in ["", "-wal", "-shm"] {
+        let file = PathBuf::from(format!("{}{suffix}", path.display()));
+        match std::fs::remove_file(&file) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot remove {}", file.display())),
+        }
+    }
+    Ok(())
+}
+
+/// Writes every dirty page back to disk (`sync(1)`) before a timed step, so the pages an
+/// earlier step left dirty are not written back during this one, at its expense.
+fn settle_disk() -> Result<()> {
+    let status = std::process::Command::new("sync")
+        .status()
+        .context("cannot run sync(1)")?;
+    if !status.success() {
+        bail!("sync(1) failed: {status}");
+    }
+    Ok(())
 }
 
 fn file_size(path: &Path) -> u64 {
