@@ -20,9 +20,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 
+use fill::Filled;
 use procs::{Agent, Binaries, Daemon, Sockets, BATCH};
 use reference::Reference;
-use fill::Filled;
 use report::{InitialSync, Measured, Repeated};
 
 #[derive(Parser, Debug)]
@@ -120,13 +120,7 @@ fn main() -> Result<()> {
 }
 
 /// One column of the table: everything measured at one N.
-fn measure(
-    bins: &Binaries,
-    dir: &Path,
-    n: usize,
-    rounds: usize,
-    reps: usize,
-) -> Result<Measured> {
+fn measure(bins: &Binaries, dir: &Path, n: usize, rounds: usize, reps: usize) -> Result<Measured> {
     let source = dir.join("source.db");
     let destination = dir.join("destination.db");
     let (app_fill, folder_ids) = fill::source_store(&source, n)?;
@@ -166,7 +160,10 @@ fn measure(
         let run = agent.sync(true)?;
         let cpu_after = (synchronizer.cpu()?, collector.cpu()?);
         if run.sent != items {
-            bail!("the initial sync sent {} items where {items} were due", run.sent);
+            bail!(
+                "the initial sync sent {} items where {items} were due",
+                run.sent
+            );
         }
         initial.push(InitialSync {
             limit,

@@ -51,7 +51,10 @@ fn fill_only_needs_a_directory_to_keep() {
 #[test]
 fn rounds_out_of_range_are_refused_by_name() {
     for bad in ["0", "21", "x"] {
-        let out = bench().args(["--n", "10", "--rounds", bad]).output().unwrap();
+        let out = bench()
+            .args(["--n", "10", "--rounds", bad])
+            .output()
+            .unwrap();
         assert_eq!(out.status.code(), Some(2), "{bad}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains("--rounds"), "{bad}: {stderr}");
