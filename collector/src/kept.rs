@@ -59,7 +59,8 @@ impl KeptStore {
             // The file at the path is another one now. Closing the old connection would end
             // with SQLite deleting `<path>-wal` and `<path>-shm` by name, which may by now be
             // the new store's, so it is left open instead (its file handles point at the
-            // replaced file only): a leak of one connection per replacement, never a lost WAL.
+            // replaced file only): a leak of one connection (and its idle checkpointer thread)
+            // per replacement, never a lost WAL.
             std::mem::forget(lease);
         }
         let mut store = Store::open(&self.path)?;
