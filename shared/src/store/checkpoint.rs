@@ -11,11 +11,12 @@
 //!
 //! The WAL starts over from its beginning only when a write transaction begins with every frame
 //! copied. So the thread repeats its pass until one copies the whole WAL (that pass also syncs
-//! the database), at most [`MAX_PASSES`] times. If batches kept committing through all of
-//! them, the import connection copies the few frames left itself, at its next commit: the bulk is
-//! copied and synced by then. Either way its next transaction starts the WAL over. The WAL stays
-//! bounded: past [`HARD_LIMIT_FACTOR`] times the threshold, a commit waits for the running pass
-//! instead of letting the WAL grow further.
+//! the database), at most [`MAX_PASSES`] times. A batch is nearly always mid-transaction when the
+//! passes end, and its commit appends behind them; so at its next commit after the passes the
+//! import connection copies the frames committed since, itself, between two transactions: a
+//! small checkpoint, the bulk being copied and synced by then. Its next transaction starts the
+//! WAL over. The WAL stays bounded: past [`HARD_LIMIT_FACTOR`] times the threshold, a commit
+//! waits for the running pass instead of letting the WAL grow further.
 //!
 //! Durability is SQLite's own: a checkpoint is crash-safe from any connection, a commit is as
 //! durable as before (`synchronous` is unchanged; a checkpoint only moves pages), and a pass
@@ -152,8 +153,8 @@ impl Checkpointer {
             if let Some(error) = failed {
                 tracing::warn!(store = %self.path.display(), %error, "a background checkpoint failed; checkpointing on the import connection");
             }
-            // The frames committed during the passes (none if the last pass reached the end):
-            // copied here, so the next transaction starts the WAL over.
+            // The frames committed since the passes copied their share: copied here, between
+            // two transactions, so the next one starts the WAL over.
             return import
                 .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
                 .ctx(&self.path, "cannot checkpoint the WAL");
