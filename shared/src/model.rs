@@ -8,8 +8,10 @@
 //! location. A deleted item is a *tombstone* (seed 004: global id, deletion version, creation
 //! version).
 
+mod body;
 mod unit_de;
-use base64::Engine;
+
+pub use body::{Body, StoredBody};
 use serde::{Deserialize, Serialize};
 
 /// Whether an item is a folder or a message.
@@ -160,109 +162,6 @@ impl Phase {
     }
 }
 
-/// A message body on the wire, keeping SQLite's storage class so a body arrives exactly as it was
-/// stored: `text` for a TEXT value, `utf8` for a BLOB whose bytes are UTF-8 (sent as a string,
-/// cheap to encode), `base64` for any other BLOB. `"withheld"` is a body the source kept back
-/// (header-only sync, seed 002's header download): the destination holds the message without it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Body {
-    Text(String),
-    Utf8(String),
-    Base64(String),
-    Withheld,
-}
-
-/// A body as SQLite stores it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum StoredBody {
-    Text(String),
-    Blob(Vec<u8>),
-}
-
-impl Body {
-    pub fn from_stored(stored: StoredBody) -> Body {
-        match stored {
-            StoredBody::Text(text) => Body::Text(text),
-            StoredBody::Blob(bytes) => match String::from_utf8(bytes) {
-                Ok(text) => Body::Utf8(text),
-                Err(e) => {
-                    Body::Base64(base64::engine::general_purpose::STANDARD.encode(e.as_bytes()))
-                }
-            },
-        }
-    }
-
-    /// Whether the source kept the body back.
-    pub fn is_withheld(&self) -> bool {
-        matches!(self, Body::Withheld)
-    }
-
-    /// The value to store, or why the base64 is bad.
-    pub fn into_stored(self) -> Result<StoredBody, String> {
-        match self {
-            Body::Withheld => Err("a withheld body has no value to store".into()),
-            Body::Text(text) => Ok(StoredBody::Text(text)),
-            Body::Utf8(text) => Ok(StoredBody::Blob(text.into_bytes())),
-            Body::Base64(b64) => base64::engine::general_purpose::STANDARD
-                .decode(b64.as_bytes())
-                .map(StoredBody::Blob)
-                .map_err(|e| format!("body is not valid base64: {e}")),
-        }
-    }
-
-    /// The value to bind in SQL, borrowed where the wire form is the stored form (text and
-    /// UTF-8 bodies: no copy of the body), or why the base64 is bad.
-    pub fn sql_value(&self) -> Result<rusqlite::types::ToSqlOutput<'_>, String> {
-        use rusqlite::types::{ToSqlOutput, Value, ValueRef};
-        Ok(match self {
-            Body::Withheld => ToSqlOutput::Owned(Value::Null),
-            Body::Text(text) => ToSqlOutput::Borrowed(ValueRef::Text(text.as_bytes())),
-            Body::Utf8(text) => ToSqlOutput::Borrowed(ValueRef::Blob(text.as_bytes())),
-            Body::Base64(b64) => ToSqlOutput::Owned(Value::Blob(
-                base64::engine::general_purpose::STANDARD
-                    .decode(b64.as_bytes())
-                    .map_err(|e| format!("body is not valid base64: {e}"))?,
-            )),
-        })
-    }
-
-    /// Its length on the wire, roughly.
-    pub fn wire_len(&self) -> usize {
-        match self {
-            Body::Text(t) | Body::Utf8(t) | Body::Base64(t) => t.len(),
-            Body::Withheld => 0,
-        }
-    }
-}
-
-impl rusqlite::types::FromSql for StoredBody {
-    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
-        use rusqlite::types::ValueRef;
-        match value {
-            // Valid UTF-8 (the rule) is checked by the fast validator; only a TEXT value that
-            // is not goes through the lossy one, whose byte-by-byte walk was 3.5 % of the
-            // synchronizer's CPU in an initial sync.
-            ValueRef::Text(t) => Ok(StoredBody::Text(match std::str::from_utf8(t) {
-                Ok(text) => text.to_owned(),
-                Err(_) => String::from_utf8_lossy(t).into_owned(),
-            })),
-            ValueRef::Blob(b) => Ok(StoredBody::Blob(b.to_vec())),
-            _ => Err(rusqlite::types::FromSqlError::InvalidType),
-        }
-    }
-}
-
-impl rusqlite::types::ToSql for StoredBody {
-    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
-        use rusqlite::types::{ToSqlOutput, ValueRef};
-        Ok(match self {
-            StoredBody::Text(t) => ToSqlOutput::Borrowed(ValueRef::Text(t.as_bytes())),
-            StoredBody::Blob(b) => ToSqlOutput::Borrowed(ValueRef::Blob(b)),
-        })
-    }
-}
-
 /// The value of one change unit.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "unit")]
@@ -354,30 +253,5 @@ impl Change {
             UnitValue::Location { folder_id } => Some(folder_id.as_str()),
             _ => None,
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-
-    /// A TEXT body reads back as it is; one that is not valid UTF-8 (SQLite does not check)
-    /// reads with U+FFFD for the bad bytes instead of failing the export.
-    #[test]
-    fn a_text_body_reads_back_exactly_or_lossily() {
-        let conn = rusqlite::Connection::open_in_memory().unwrap();
-        let read = |bytes: &[u8]| -> StoredBody {
-            conn.query_row("SELECT CAST(?1 AS TEXT)", [bytes], |r| r.get(0))
-                .unwrap()
-        };
-        assert_eq!(
-            read("Grüße, body".as_bytes()),
-            StoredBody::Text("Grüße, body".into())
-        );
-        assert_eq!(
-            read(b"ok \xff end"),
-            StoredBody::Text("ok \u{fffd} end".into())
-        );
     }
 }

@@ -127,10 +127,7 @@ impl ItemChange {
                 body: Some(body), ..
             } = &u.value
             {
-                if body.is_withheld() {
-                    continue;
-                }
-                if let Err(e) = body.clone().into_stored() {
+                if let Err(e) = body.check() {
                     return Err(format!("item {}: {e}", item.id));
                 }
             }
