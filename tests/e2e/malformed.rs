@@ -55,7 +55,7 @@ fn each_daemon_refuses_bad_input_clearly_and_stays_up() {
         );
         assert!(messages[2].contains("invalid type"), "{messages:?}");
         assert!(
-            messages[3].contains("protocol version 99 is not supported (this side speaks 1)"),
+            messages[3].contains("protocol version 99 is not supported (this side speaks 2)"),
             "{messages:?}"
         );
         assert!(messages[4].contains("protocol version 99"), "{messages:?}");
@@ -67,7 +67,7 @@ fn each_daemon_refuses_bad_input_clearly_and_stays_up() {
     // A wrong role is refused too.
     let reply = raw_exchange(
         &w.coll_socket("b"),
-        &frame(r#"{"type":"hello","protocol":1,"role":"agent"}"#),
+        &frame(r#"{"type":"hello","protocol":2,"role":"agent"}"#),
     )
     .unwrap();
     assert!(
@@ -98,28 +98,14 @@ fn a_bad_change_batch_is_refused_whole_and_changes_nothing() {
     let _b = w.store("b");
     let path = w.store_path("b");
     let before = w.info("b");
-    let mut s = std::os::unix::net::UnixStream::connect(w.coll_socket("b")).unwrap();
-    s.set_read_timeout(Some(icsync_e2e::DEADLINE)).unwrap();
-    let replica = "00000000-0000-4000-8000-000000000001";
+    let mut s = open_import_session(&w, "b");
     let send =
         |s: &mut std::os::unix::net::UnixStream, json: String| s.write_all(&frame(&json)).unwrap();
-    send(
-        &mut s,
-        r#"{"type":"hello","protocol":1,"role":"synchronizer"}"#.into(),
-    );
-    assert_eq!(read_frame(&mut s).unwrap()["type"], "welcome");
-    send(
-        &mut s,
-        format!(
-            r#"{{"type":"begin_session","source":"{replica}","made_with":[{{"replica":"{replica}","upto":2,"exceptions":[]}}],"rule":"defer"}}"#
-        ),
-    );
-    assert_eq!(read_frame(&mut s).unwrap()["type"], "session_ready");
     // The first change is fine; the second names a replica the batch does not list.
     send(
         &mut s,
         format!(
-            r#"{{"type":"change_batch","seq":1,"phase":"hierarchy","replicas":["{replica}"],"learned":[{{"replica":"{replica}","upto":2,"exceptions":[]}}],"last":true,
+            r#"{{"type":"change_batch","seq":1,"phase":"hierarchy","replicas":["{REPLICA}"],"learned":[{{"replica":"{REPLICA}","upto":2,"exceptions":[]}}],"last":true,
                "changes":[
                  {{"id":"ok","kind":"folder","created":[0,1],"units":[{{"version":[0,1],"at":0,"unit":"name","name":"Fine"}},{{"version":[0,1],"at":0,"unit":"parent","parent_id":null}}]}},
                  {{"id":"bad","kind":"folder","created":[5,2],"units":[{{"version":[5,2],"at":0,"unit":"name","name":"Bad"}},{{"version":[5,2],"at":0,"unit":"parent","parent_id":null}}]}}
@@ -137,4 +123,61 @@ fn a_bad_change_batch_is_refused_whole_and_changes_nothing() {
     );
     assert_eq!(w.info("b"), before, "nothing of the batch was applied");
     assert!(path.exists());
+}
+
+const REPLICA: &str = "00000000-0000-4000-8000-000000000001";
+
+/// A connection to `store`'s collector, past `hello` and `begin_session` from [`REPLICA`].
+fn open_import_session(w: &World, store: &str) -> std::os::unix::net::UnixStream {
+    let mut s = std::os::unix::net::UnixStream::connect(w.coll_socket(store)).unwrap();
+    s.set_read_timeout(Some(icsync_e2e::DEADLINE)).unwrap();
+    s.write_all(&frame(
+        r#"{"type":"hello","protocol":2,"role":"synchronizer"}"#,
+    ))
+    .unwrap();
+    assert_eq!(read_frame(&mut s).unwrap()["type"], "welcome");
+    s.write_all(&frame(&format!(
+        r#"{{"type":"begin_session","source":"{REPLICA}","made_with":[{{"replica":"{REPLICA}","upto":2,"exceptions":[]}}],"rule":"defer"}}"#
+    )))
+    .unwrap();
+    assert_eq!(read_frame(&mut s).unwrap()["type"], "session_ready");
+    s
+}
+
+/// Protocol 2 attaches bodies after a batch's JSON. A body that names more bytes than follow is
+/// refused by the collector with the item and the numbers, and nothing of the batch is applied.
+#[test]
+fn a_batch_whose_attached_bodies_do_not_add_up_is_refused_and_changes_nothing() {
+    let mut w = World::new();
+    let b = w.store("b");
+    let before = (w.info("b"), public_rows(&b.app()));
+    let mut s = open_import_session(&w, "b");
+    let unit = |body: &str| {
+        format!(
+            r#"{{"version":[0,2],"at":0,"unit":"content","subject":"s","sender":"x","received_at":0,"headers":"","body":{body}}}"#
+        )
+    };
+    let json = format!(
+        r#"{{"type":"change_batch","seq":1,"phase":"contents","replicas":["{REPLICA}"],"learned":[{{"replica":"{REPLICA}","upto":2,"exceptions":[]}}],"last":true,
+           "changes":[
+             {{"id":"f","kind":"folder","created":[0,1],"units":[{{"version":[0,1],"at":0,"unit":"name","name":"F"}},{{"version":[0,1],"at":0,"unit":"parent","parent_id":null}}]}},
+             {{"id":"m1","kind":"message","created":[0,2],"units":[{u1},{{"version":[0,2],"at":0,"unit":"read","is_read":false}},{{"version":[0,2],"at":0,"unit":"location","folder_id":"f"}}]}},
+             {{"id":"m2","kind":"message","created":[0,2],"units":[{u2},{{"version":[0,2],"at":0,"unit":"read","is_read":false}},{{"version":[0,2],"at":0,"unit":"location","folder_id":"f"}}]}}
+           ]}}"#,
+        u1 = unit(r#"{"text_bytes":3}"#),
+        u2 = unit(r#"{"text_bytes":10}"#),
+    );
+    let mut body = json.into_bytes();
+    body.extend_from_slice(b"onetwo");
+    let mut out = (body.len() as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(&body);
+    s.write_all(&out).unwrap();
+    let reply = read_frame(&mut s).unwrap();
+    assert_eq!(reply["type"], "error", "{reply}");
+    let message = reply["message"].as_str().unwrap();
+    assert!(
+        message.contains("the body of m2 names 10 attached bytes, but only 3 follow"),
+        "{message}"
+    );
+    assert_eq!((w.info("b"), public_rows(&b.app())), before);
 }

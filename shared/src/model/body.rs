@@ -4,18 +4,71 @@
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-/// A message body on the wire, keeping SQLite's storage class so a body arrives exactly as it was
-/// stored: `text` for a TEXT value, `utf8` for a BLOB whose bytes are UTF-8 (sent as a string,
-/// cheap to encode), `base64` for any other BLOB. `"withheld"` is a body the source kept back
-/// (header-only sync, seed 002's header download): the destination holds the message without it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// A message body, keeping SQLite's storage class so a body arrives exactly as it was stored.
+///
+/// In a frame (protocol 2, `protocol/attached.rs`) a TEXT body travels as `{"text_bytes": N}` and
+/// a BLOB as `{"blob_bytes": N}`, their N bytes following the frame's JSON: no escaping on the
+/// way out, no unescaping on the way in, no base64. Outside a frame (and still accepted inside
+/// one) the inline forms are `{"text": "..."}` for TEXT, `{"utf8": "..."}` for a BLOB whose bytes
+/// are UTF-8 and `{"base64": "..."}` for any other BLOB. `"withheld"` is a body the source kept
+/// back (header-only sync, seed 002's header download): the destination holds the message
+/// without it.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Body {
     Text(String),
     Utf8(String),
     Base64(String),
     Withheld,
+    /// A BLOB's bytes, as read from a store or from a frame's attachments. Written inline as
+    /// `utf8` or `base64`, so it has no inline form of its own.
+    #[serde(skip_deserializing)]
+    Blob(Vec<u8>),
+    /// A TEXT body of this many bytes, attached after the frame's JSON; replaced by
+    /// [`Body::Text`] when the frame is read.
+    TextBytes(u64),
+    /// A BLOB body of this many bytes, attached after the frame's JSON; replaced by
+    /// [`Body::Blob`] when the frame is read.
+    BlobBytes(u64),
 }
+
+impl Serialize for Body {
+    /// Inside a frame being encoded, the body's bytes go to the frame's attachments and a
+    /// placeholder with their length takes its place; elsewhere the inline form.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use crate::protocol::attached::attach;
+        let len = |bytes: &[u8]| bytes.len() as u64;
+        match self {
+            Body::Text(text) if attach(text.as_bytes()) => {
+                s.serialize_newtype_variant("Body", 5, "text_bytes", &len(text.as_bytes()))
+            }
+            Body::Utf8(text) if attach(text.as_bytes()) => {
+                s.serialize_newtype_variant("Body", 6, "blob_bytes", &len(text.as_bytes()))
+            }
+            Body::Blob(bytes) if attach(bytes) => {
+                s.serialize_newtype_variant("Body", 6, "blob_bytes", &len(bytes))
+            }
+            Body::Text(text) => s.serialize_newtype_variant("Body", 0, "text", text),
+            Body::Utf8(text) => s.serialize_newtype_variant("Body", 1, "utf8", text),
+            Body::Base64(b64) => s.serialize_newtype_variant("Body", 2, "base64", b64),
+            Body::Withheld => s.serialize_unit_variant("Body", 3, "withheld"),
+            Body::Blob(bytes) => match std::str::from_utf8(bytes) {
+                Ok(text) => s.serialize_newtype_variant("Body", 1, "utf8", text),
+                Err(_) => s.serialize_newtype_variant(
+                    "Body",
+                    2,
+                    "base64",
+                    &base64::engine::general_purpose::STANDARD.encode(bytes),
+                ),
+            },
+            Body::TextBytes(n) => s.serialize_newtype_variant("Body", 5, "text_bytes", n),
+            Body::BlobBytes(n) => s.serialize_newtype_variant("Body", 6, "blob_bytes", n),
+        }
+    }
+}
+
+/// Why a placeholder cannot be stored: the frame's reader replaces every one.
+const UNREAD: &str = "a body attached to its frame was never read";
 
 /// A body as SQLite stores it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,12 +81,7 @@ impl Body {
     pub fn from_stored(stored: StoredBody) -> Body {
         match stored {
             StoredBody::Text(text) => Body::Text(text),
-            StoredBody::Blob(bytes) => match String::from_utf8(bytes) {
-                Ok(text) => Body::Utf8(text),
-                Err(e) => {
-                    Body::Base64(base64::engine::general_purpose::STANDARD.encode(e.as_bytes()))
-                }
-            },
+            StoredBody::Blob(bytes) => Body::Blob(bytes),
         }
     }
 
@@ -50,7 +98,8 @@ impl Body {
                 .decode(b64.as_bytes())
                 .map(drop)
                 .map_err(|e| format!("body is not valid base64: {e}")),
-            Body::Text(_) | Body::Utf8(_) | Body::Withheld => Ok(()),
+            Body::TextBytes(_) | Body::BlobBytes(_) => Err(UNREAD.into()),
+            Body::Text(_) | Body::Utf8(_) | Body::Blob(_) | Body::Withheld => Ok(()),
         }
     }
 
@@ -60,6 +109,8 @@ impl Body {
             Body::Withheld => Err("a withheld body has no value to store".into()),
             Body::Text(text) => Ok(StoredBody::Text(text)),
             Body::Utf8(text) => Ok(StoredBody::Blob(text.into_bytes())),
+            Body::Blob(bytes) => Ok(StoredBody::Blob(bytes)),
+            Body::TextBytes(_) | Body::BlobBytes(_) => Err(UNREAD.into()),
             Body::Base64(b64) => base64::engine::general_purpose::STANDARD
                 .decode(b64.as_bytes())
                 .map(StoredBody::Blob)
@@ -75,6 +126,8 @@ impl Body {
             Body::Withheld => ToSqlOutput::Owned(Value::Null),
             Body::Text(text) => ToSqlOutput::Borrowed(ValueRef::Text(text.as_bytes())),
             Body::Utf8(text) => ToSqlOutput::Borrowed(ValueRef::Blob(text.as_bytes())),
+            Body::Blob(bytes) => ToSqlOutput::Borrowed(ValueRef::Blob(bytes)),
+            Body::TextBytes(_) | Body::BlobBytes(_) => return Err(UNREAD.into()),
             Body::Base64(b64) => ToSqlOutput::Owned(Value::Blob(
                 base64::engine::general_purpose::STANDARD
                     .decode(b64.as_bytes())
@@ -87,6 +140,8 @@ impl Body {
     pub fn wire_len(&self) -> usize {
         match self {
             Body::Text(t) | Body::Utf8(t) | Body::Base64(t) => t.len(),
+            Body::Blob(bytes) => bytes.len(),
+            Body::TextBytes(n) | Body::BlobBytes(n) => usize::try_from(*n).unwrap_or(usize::MAX),
             Body::Withheld => 0,
         }
     }

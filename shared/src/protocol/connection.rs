@@ -2,20 +2,40 @@
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter, ReadHalf, WriteHalf};
 
+use super::attached::{self, Parts};
 use super::frame::{read_frame, write_frame, MAX_FRAME};
 use super::{Message, ProtocolError};
 
-/// A message already encoded as its frame's body. A sender that encodes its next message while
-/// it waits for the peer's answer to the previous one takes the encoding off the critical path:
-/// the synchronizer encodes batch n+1 while the collector applies batch n.
-pub struct Encoded(Vec<u8>);
+/// A message already encoded as its frame's body: its JSON and its attached bodies. A sender
+/// that encodes its next message while it waits for the peer's answer to the previous one takes
+/// the encoding off the critical path: the synchronizer encodes batch n+1 while the collector
+/// applies batch n.
+pub struct Encoded(Parts);
 
 impl Encoded {
     pub fn new(message: &Message) -> Result<Encoded, ProtocolError> {
-        serde_json::to_vec(message)
+        attached::encode(message)
             .map(Encoded)
             .map_err(|e| ProtocolError::Malformed(format!("cannot encode a message: {e}")))
     }
+}
+
+/// Reads one frame's body: the message's JSON, whose end the parser finds, then the bodies
+/// attached after it.
+pub(super) fn decode(frame: &[u8]) -> Result<Message, ProtocolError> {
+    let mut stream = serde_json::Deserializer::from_slice(frame).into_iter::<Message>();
+    let mut message = match stream.next() {
+        Some(Ok(message)) => message,
+        Some(Err(e)) => {
+            return Err(ProtocolError::Malformed(format!(
+                "not a valid message: {e}"
+            )))
+        }
+        None => return Err(ProtocolError::Malformed("an empty frame".into())),
+    };
+    let rest = frame.get(stream.byte_offset()..).unwrap_or_default();
+    attached::resolve(&mut message, rest)?;
+    Ok(message)
 }
 
 /// One end of a protocol connection.
@@ -23,6 +43,8 @@ pub struct Connection<S> {
     reader: BufReader<ReadHalf<S>>,
     writer: BufWriter<WriteHalf<S>>,
     max_frame: u32,
+    /// The last frame read, kept so the next one reuses its memory.
+    frame: Vec<u8>,
 }
 
 impl<S: AsyncRead + AsyncWrite> Connection<S> {
@@ -32,6 +54,7 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
             reader: BufReader::with_capacity(64 * 1024, r),
             writer: BufWriter::with_capacity(64 * 1024, w),
             max_frame: MAX_FRAME,
+            frame: Vec::new(),
         }
     }
 
@@ -42,19 +65,17 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
 
     /// Sends a message encoded beforehand (see [`Encoded`]) and flushes it.
     pub async fn send_encoded(&mut self, message: &Encoded) -> Result<(), ProtocolError> {
-        write_frame(&mut self.writer, &message.0).await?;
+        write_frame(&mut self.writer, &[&message.0.json, &message.0.attached]).await?;
         self.writer.flush().await?;
         Ok(())
     }
 
     /// The next message; `Ok(None)` when the peer closed cleanly.
     pub async fn recv(&mut self) -> Result<Option<Message>, ProtocolError> {
-        let Some(body) = read_frame(&mut self.reader, self.max_frame).await? else {
+        if !read_frame(&mut self.reader, self.max_frame, &mut self.frame).await? {
             return Ok(None);
-        };
-        serde_json::from_slice(&body)
-            .map(Some)
-            .map_err(|e| ProtocolError::Malformed(format!("not a valid message: {e}")))
+        }
+        decode(&self.frame).map(Some)
     }
 
     /// The next message, which must be there: a clean close is an error here.

@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 use crate::knowledge::ReplicaId;
 
 /// The protocol version this build speaks. A peer of another version is refused with an error
-/// that names both.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// that names both. Version 2 attaches message bodies after the JSON (`attached`).
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Who is calling, or who answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -3,6 +3,7 @@
 //! "a completion message to the agent").
 //!
 //! - `frame`: length-prefixed frames with a size cap checked before the body is read.
+//! - `attached`: a batch's message bodies as raw bytes after the frame's JSON (protocol 2).
 //! - `connection`: the buffered, typed connection.
 //! - `handshake`: `hello` / `welcome` / `error` — every connection opens with the protocol
 //!   version and the caller's role.
@@ -12,6 +13,7 @@
 //!
 //! Every message is one JSON object with a `type` field; ARCHITECTURE.md lists every field.
 
+pub(crate) mod attached;
 mod batch;
 mod connection;
 pub mod frame;

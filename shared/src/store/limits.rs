@@ -64,6 +64,8 @@ pub fn body_size(change: &ItemChange) -> u64 {
                 body: Some(body), ..
             } => Some(match body {
                 Body::Text(t) | Body::Utf8(t) => t.len() as u64,
+                Body::Blob(bytes) => bytes.len() as u64,
+                Body::TextBytes(n) | Body::BlobBytes(n) => *n,
                 Body::Withheld => 0,
                 Body::Base64(b) => {
                     let padding = b.bytes().rev().take_while(|&c| c == b'=').count() as u64;
