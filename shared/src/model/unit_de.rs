@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use super::{Body, Unit, UnitChange, UnitValue, WireVersion};
 
-#[derive(Deserialize)]
+#[derive(Clone, Copy, Deserialize)]
 #[serde(field_identifier, rename_all = "snake_case")]
 enum Field {
     Version,
@@ -78,7 +78,40 @@ struct Fields {
     body: Option<Option<Body>>,
     is_read: Option<bool>,
     folder_id: Option<String>,
-    seen: Vec<Field>,
+    /// The fields read so far, one bit per `Field` (no allocation per unit).
+    seen: u16,
+}
+
+impl Field {
+    const ALL: [Field; 12] = [
+        Field::Version,
+        Field::At,
+        Field::Unit,
+        Field::Name,
+        Field::ParentId,
+        Field::Subject,
+        Field::Sender,
+        Field::ReceivedAt,
+        Field::Headers,
+        Field::Body,
+        Field::IsRead,
+        Field::FolderId,
+    ];
+
+    /// Every variant is in `ALL`, at its own index: `bit` and the stray check rely on it.
+    const ALL_IS_COMPLETE: () = {
+        let mut i = 0;
+        while i < Field::ALL.len() {
+            assert!(Field::ALL[i] as usize == i);
+            i += 1;
+        }
+        assert!(Field::FolderId as usize + 1 == Field::ALL.len());
+    };
+
+    fn bit(self) -> u16 {
+        let () = Field::ALL_IS_COMPLETE;
+        1 << (self as u16)
+    }
 }
 
 fn take<T, E: de::Error>(slot: Option<T>, field: &'static str) -> Result<T, E> {
@@ -114,10 +147,13 @@ impl<'de> Visitor<'de> for UnitChangeVisitor {
             if dup {
                 return Err(de::Error::duplicate_field(key.name()));
             }
-            f.seen.push(key);
+            f.seen |= key.bit();
         }
         let unit: Unit = take(f.unit, "unit")?;
-        if let Some(stray) = f.seen.iter().find(|k| !k.belongs_to(unit)) {
+        let stray = Field::ALL
+            .into_iter()
+            .find(|k| f.seen & k.bit() != 0 && !k.belongs_to(unit));
+        if let Some(stray) = stray {
             return Err(de::Error::custom(format!(
                 "field `{}` does not belong to a {:?} unit",
                 stray.name(),
