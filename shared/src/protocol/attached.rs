@@ -33,14 +33,24 @@ pub(super) struct Parts {
 
 /// Encodes `message`, attaching the bodies it carries.
 pub(super) fn encode(message: &Message) -> Result<Parts, serde_json::Error> {
+    /// Takes the sink down however encoding ends (a panicking `Serialize` included), so no
+    /// later inline write finds it set.
+    struct Open;
+    impl Drop for Open {
+        fn drop(&mut self) {
+            SINK.with(|sink| sink.borrow_mut().take());
+        }
+    }
     let attached = Vec::with_capacity(attached_len(message));
     SINK.with(|sink| *sink.borrow_mut() = Some(attached));
+    let open = Open;
     let is_batch = matches!(message, Message::ChangeBatch(_));
     let mut json = Vec::with_capacity(if is_batch { LAST_JSON_LEN.get() } else { 128 });
     let written = serde_json::to_writer(&mut json, message);
     let attached = SINK
         .with(|sink| sink.borrow_mut().take())
         .unwrap_or_default();
+    drop(open);
     written?;
     if is_batch {
         LAST_JSON_LEN.set(json.len() + json.len() / 8);
