@@ -176,6 +176,8 @@ pub enum UnitValue {
         subject: String,
         sender: String,
         received_at: i64,
+        /// Attached after the JSON inside a frame (`protocol/attached.rs`), like the body.
+        #[serde(serialize_with = "crate::protocol::attached::text_value")]
         headers: String,
         body: Option<Body>,
     },

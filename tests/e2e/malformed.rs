@@ -144,8 +144,9 @@ fn open_import_session(w: &World, store: &str) -> std::os::unix::net::UnixStream
     s
 }
 
-/// Protocol 2 attaches bodies after a batch's JSON. A body that names more bytes than follow is
-/// refused by the collector with the item and the numbers, and nothing of the batch is applied.
+/// Protocol 2 attaches bodies and headers after a batch's JSON, laid out from the frame's end. A
+/// body that names more bytes than follow the JSON is refused by the collector with the numbers,
+/// and nothing of the batch is applied.
 #[test]
 fn a_batch_whose_attached_bodies_do_not_add_up_is_refused_and_changes_nothing() {
     let mut w = World::new();
@@ -176,7 +177,7 @@ fn a_batch_whose_attached_bodies_do_not_add_up_is_refused_and_changes_nothing() 
     assert_eq!(reply["type"], "error", "{reply}");
     let message = reply["message"].as_str().unwrap();
     assert!(
-        message.contains("the body of m2 names 10 attached bytes, but only 3 follow"),
+        message.contains("the attached values reach 7 bytes into the message's JSON"),
         "{message}"
     );
     assert_eq!((w.info("b"), public_rows(&b.app())), before);

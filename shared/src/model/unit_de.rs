@@ -5,7 +5,8 @@
 //! enum first buffers every field of every unit into an intermediate tree and then copies it
 //! again; for ~2 KiB bodies that buffering was a large part of an import's allocations. This
 //! visitor reads each field straight into its place and checks that every field belongs to the
-//! unit the tag names, so a malformed unit is refused with what is wrong.
+//! unit the tag names, so a malformed unit is refused with what is wrong. Inside a frame, an
+//! attached body or headers value is taken from the frame as it is met (`protocol/attached.rs`).
 
 use std::fmt;
 
@@ -13,6 +14,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
 use super::{Body, Unit, UnitChange, UnitValue, WireVersion};
+use crate::protocol::attached::{resolve_body, TextValue};
 
 #[derive(Clone, Copy, Deserialize)]
 #[serde(field_identifier, rename_all = "snake_case")]
@@ -139,8 +141,18 @@ impl<'de> Visitor<'de> for UnitChangeVisitor {
                 Field::Subject => f.subject.replace(map.next_value()?).is_some(),
                 Field::Sender => f.sender.replace(map.next_value()?).is_some(),
                 Field::ReceivedAt => f.received_at.replace(map.next_value()?).is_some(),
-                Field::Headers => f.headers.replace(map.next_value()?).is_some(),
-                Field::Body => f.body.replace(map.next_value()?).is_some(),
+                Field::Headers => f
+                    .headers
+                    .replace(map.next_value::<TextValue>()?.0)
+                    .is_some(),
+                Field::Body => {
+                    let body = map
+                        .next_value::<Option<Body>>()?
+                        .map(resolve_body)
+                        .transpose()
+                        .map_err(de::Error::custom)?;
+                    f.body.replace(body).is_some()
+                }
                 Field::IsRead => f.is_read.replace(map.next_value()?).is_some(),
                 Field::FolderId => f.folder_id.replace(map.next_value()?).is_some(),
             };

@@ -1,37 +1,62 @@
-//! Bodies beside the JSON (protocol 2): a frame is the message's JSON object, then the bytes of
-//! every body of a `change_batch`, back to back, in the order the bodies appear in the JSON.
-//! Each body names its length in place (`{"text_bytes": N}` or `{"blob_bytes": N}`).
+//! Values beside the JSON (protocol 2): a frame is the message's JSON object, then the bytes of
+//! a `change_batch`'s message bodies and headers. Each such value names its length in place
+//! (`{"text_bytes": N}` or, for a BLOB body, `{"blob_bytes": N}`), and the bytes are laid out
+//! **from the frame's end backwards**: the first placeholder's N bytes are the frame's last N
+//! bytes, the second's the bytes just before those, and so on, each value's own bytes in order.
 //!
-//! Why: message bodies are most of a batch's bytes, and as JSON strings they were escaped byte by
-//! byte by the synchronizer (12 % of its CPU in an initial sync), unescaped byte by byte by the
-//! collector, and a binary BLOB grew by a third as base64. Attached, a body is copied once on
-//! each side and its bytes are never looked at, except for the UTF-8 check of a TEXT body.
+//! Why: bodies and headers are most of a batch's bytes, and as JSON strings they were escaped
+//! byte by byte by the synchronizer (12.7 % of its CPU in an initial sync), unescaped byte by
+//! byte into new strings by the collector (headers carry a `\r\n` per line), and a binary BLOB
+//! grew by a third as base64. Attached, a value is copied once on each side and its bytes are
+//! never looked at, except for the UTF-8 check of text.
 //!
-//! The encoder collects the bytes while serde writes the JSON: [`Body`]'s `Serialize` hands them
-//! to the sink [`encode`] sets up on its thread (serde passes no context down the tree), and
-//! writes the placeholder. The reader finds the JSON's end as it parses, then [`resolve`] puts
-//! the bytes back in the same order, checking that every byte is claimed exactly once.
+//! Why backwards: the reader meets a placeholder while it parses the JSON, before it knows where
+//! the JSON ends. Counting from the frame's end, it can hand the value out right there, into
+//! the `String` the field is, with no second pass over the batch. When the JSON ends, what was
+//! handed out must meet it exactly.
+//!
+//! serde passes no context down the tree, so both directions use a thread-local: the encoder's
+//! sink, set up by [`encode`], collects the values that `Body`'s and the headers' `Serialize`
+//! hand it; the reader's source, set up by [`decode`], is the frame the placeholders take from.
 
 use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Serializer;
 
 use super::{Message, ProtocolError};
 use crate::model::{Body, UnitValue};
 
 thread_local! {
-    /// The attachments of the frame this thread is encoding, while it encodes one.
-    static SINK: RefCell<Option<Vec<u8>>> = const { RefCell::new(None) };
+    /// The values of the frame this thread is encoding, while it encodes one.
+    static SINK: RefCell<Option<Sink>> = const { RefCell::new(None) };
+    /// The frame this thread is decoding, while it decodes one.
+    static SOURCE: RefCell<Option<Source>> = const { RefCell::new(None) };
     /// The JSON size of the last batch this thread encoded: the next one's first guess, so a
     /// batch's JSON is not grown by doubling through a dozen reallocations and copies.
     static LAST_JSON_LEN: Cell<usize> = const { Cell::new(0) };
 }
 
-/// A message as a frame's two parts: its JSON and the bodies attached after it.
+/// The values attached so far, in the order met, and where each ends.
+struct Sink {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+/// The frame being decoded, and where the values not yet handed out end.
+struct Source {
+    frame: Rc<Vec<u8>>,
+    end: usize,
+}
+
+/// A message as a frame's two parts: its JSON and the values attached after it.
 pub(super) struct Parts {
     pub json: Vec<u8>,
     pub attached: Vec<u8>,
 }
 
-/// Encodes `message`, attaching the bodies it carries.
+/// Encodes `message`, attaching the bodies and headers it carries.
 pub(super) fn encode(message: &Message) -> Result<Parts, serde_json::Error> {
     /// Takes the sink down however encoding ends (a panicking `Serialize` included), so no
     /// later inline write finds it set.
@@ -41,24 +66,36 @@ pub(super) fn encode(message: &Message) -> Result<Parts, serde_json::Error> {
             SINK.with(|sink| sink.borrow_mut().take());
         }
     }
-    let attached = Vec::with_capacity(attached_len(message));
-    SINK.with(|sink| *sink.borrow_mut() = Some(attached));
+    let len = attached_len(message);
+    SINK.with(|sink| {
+        *sink.borrow_mut() = Some(Sink {
+            bytes: Vec::with_capacity(len),
+            ends: Vec::new(),
+        })
+    });
     let open = Open;
     let is_batch = matches!(message, Message::ChangeBatch(_));
     let mut json = Vec::with_capacity(if is_batch { LAST_JSON_LEN.get() } else { 128 });
     let written = serde_json::to_writer(&mut json, message);
-    let attached = SINK
-        .with(|sink| sink.borrow_mut().take())
-        .unwrap_or_default();
+    let sink = SINK.with(|sink| sink.borrow_mut().take());
     drop(open);
     written?;
     if is_batch {
         LAST_JSON_LEN.set(json.len() + json.len() / 8);
     }
+    // Last value met first: the reader counts from the frame's end.
+    let mut attached = Vec::new();
+    if let Some(Sink { bytes, ends }) = sink {
+        attached.reserve_exact(bytes.len());
+        for (i, end) in ends.iter().enumerate().rev() {
+            let start = if i == 0 { 0 } else { ends[i - 1] };
+            attached.extend_from_slice(&bytes[start..*end]);
+        }
+    }
     Ok(Parts { json, attached })
 }
 
-/// How many bytes `message`'s attachments will take.
+/// About how many bytes `message`'s attachments will take.
 fn attached_len(message: &Message) -> usize {
     let Message::ChangeBatch(batch) = message else {
         return 0;
@@ -68,89 +105,184 @@ fn attached_len(message: &Message) -> usize {
         .iter()
         .flat_map(|c| &c.units)
         .map(|u| match &u.value {
-            UnitValue::Content {
-                body: Some(Body::Text(t) | Body::Utf8(t)),
-                ..
-            } => t.len(),
-            UnitValue::Content {
-                body: Some(Body::Blob(b)),
-                ..
-            } => b.len(),
+            UnitValue::Content { headers, body, .. } => {
+                headers.len() + body.as_ref().map_or(0, Body::wire_len)
+            }
             _ => 0,
         })
         .sum()
 }
 
-/// Appends `bytes` to the attachments of the frame being encoded on this thread; `false`, and
-/// nothing done, when no frame is being encoded (the body is then written inline).
+/// Appends `bytes` to the values of the frame being encoded on this thread; `false`, and
+/// nothing done, when no frame is being encoded (the value is then written inline).
 pub(crate) fn attach(bytes: &[u8]) -> bool {
     SINK.with(|sink| match sink.borrow_mut().as_mut() {
-        Some(attached) => {
-            attached.extend_from_slice(bytes);
+        Some(sink) => {
+            sink.bytes.extend_from_slice(bytes);
+            sink.ends.push(sink.bytes.len());
             true
         }
         None => false,
     })
 }
 
-/// Replaces the placeholders of `message` with the bodies in `rest`, the frame's bytes after
-/// its JSON. Refused as malformed: a placeholder past the end of `rest`, a TEXT body that is not
-/// UTF-8, and bytes that no body claims.
-pub(super) fn resolve(message: &mut Message, rest: &[u8]) -> Result<(), ProtocolError> {
-    let mut at = 0usize;
-    if let Message::ChangeBatch(batch) = message {
-        for change in &mut batch.changes {
-            for unit in &mut change.units {
-                let UnitValue::Content {
-                    body: Some(body), ..
-                } = &mut unit.value
-                else {
-                    continue;
-                };
-                let (len, text) = match body {
-                    Body::TextBytes(len) => (*len, true),
-                    Body::BlobBytes(len) => (*len, false),
-                    _ => continue,
-                };
-                let bytes = take(rest, &mut at, len).ok_or_else(|| {
-                    ProtocolError::Malformed(format!(
-                        "the body of {} names {len} attached bytes, but only {} follow",
-                        change.id,
-                        rest.len() - at
-                    ))
-                })?;
-                *body = if text {
-                    Body::Text(String::from_utf8(bytes.to_vec()).map_err(|e| {
-                        ProtocolError::Malformed(format!(
-                            "the TEXT body of {} is not UTF-8 (at byte {})",
-                            change.id,
-                            e.utf8_error().valid_up_to()
-                        ))
-                    })?)
-                } else {
-                    Body::Blob(bytes.to_vec())
-                };
-            }
+/// `Serialize` for a text value that may travel attached (`headers`): `{"text_bytes": N}` inside
+/// a frame being encoded, the string itself elsewhere.
+pub(crate) fn text_value<S: Serializer>(text: &str, s: S) -> Result<S::Ok, S::Error> {
+    if attach(text.as_bytes()) {
+        s.serialize_newtype_variant("Body", 5, "text_bytes", &(text.len() as u64))
+    } else {
+        s.serialize_str(text)
+    }
+}
+
+/// Reads one frame's body, `frame`, which it gives back afterwards for the next frame: the
+/// message's JSON, whose placeholders take their values from the frame's end as the parser
+/// meets them. Refused as malformed: a placeholder that asks for more bytes than are left, a
+/// text value that is not UTF-8, bytes between the JSON's end and the values that no
+/// placeholder claims, and a placeholder that reaches into the JSON.
+pub(super) fn decode(frame: &mut Vec<u8>) -> Result<Message, ProtocolError> {
+    /// Takes the source down however decoding ends.
+    struct Open;
+    impl Drop for Open {
+        fn drop(&mut self) {
+            SOURCE.with(|source| source.borrow_mut().take());
         }
     }
-    let unclaimed = &rest[at..];
-    // A frame with nothing attached may end in whitespace, as JSON may.
-    if !unclaimed.is_empty() && (at > 0 || !unclaimed.iter().all(u8::is_ascii_whitespace)) {
+    let shared = Rc::new(std::mem::take(frame));
+    SOURCE.with(|source| {
+        *source.borrow_mut() = Some(Source {
+            frame: Rc::clone(&shared),
+            end: shared.len(),
+        })
+    });
+    let open = Open;
+    let mut stream = serde_json::Deserializer::from_slice(&shared).into_iter::<Message>();
+    let parsed = stream.next();
+    let json_end = stream.byte_offset();
+    let values_start = SOURCE.with(|source| source.borrow().as_ref().map(|s| s.end));
+    drop(open);
+    let result = match parsed {
+        Some(Ok(message)) => check_end(&shared, json_end, values_start).map(|()| message),
+        Some(Err(e)) => Err(ProtocolError::Malformed(format!(
+            "not a valid message: {e}"
+        ))),
+        None => Err(ProtocolError::Malformed("an empty frame".into())),
+    };
+    *frame = Rc::try_unwrap(shared).unwrap_or_default();
+    result
+}
+
+/// Whether the values handed out meet the JSON's end exactly.
+fn check_end(
+    frame: &[u8],
+    json_end: usize,
+    values_start: Option<usize>,
+) -> Result<(), ProtocolError> {
+    let values_start = values_start.unwrap_or(frame.len());
+    if values_start < json_end {
         return Err(ProtocolError::Malformed(format!(
-            "{} bytes after the {} message belong to no body",
-            unclaimed.len(),
-            message.name()
+            "the attached values reach {} bytes into the message's JSON",
+            json_end - values_start
+        )));
+    }
+    let between = frame.get(json_end..values_start).unwrap_or_default();
+    // A frame with nothing attached may end in whitespace, as JSON may.
+    if !between.is_empty()
+        && (values_start < frame.len() || !between.iter().all(u8::is_ascii_whitespace))
+    {
+        return Err(ProtocolError::Malformed(format!(
+            "{} bytes after the message's JSON belong to no attached value",
+            between.len()
         )));
     }
     Ok(())
 }
 
-/// The next `len` bytes of `rest` from `at`, if there are that many.
-fn take<'a>(rest: &'a [u8], at: &mut usize, len: u64) -> Option<&'a [u8]> {
-    let end = at.checked_add(usize::try_from(len).ok()?)?;
-    let bytes = rest.get(*at..end)?;
-    *at = end;
-    Some(bytes)
+/// The next attached value, `len` bytes of the frame being decoded, counting from its end.
+fn take(len: u64, what: &str) -> Result<Vec<u8>, String> {
+    SOURCE.with(|source| {
+        let mut source = source.borrow_mut();
+        let Some(source) = source.as_mut() else {
+            return Err(format!("{what} names attached bytes outside a frame"));
+        };
+        let start = usize::try_from(len)
+            .ok()
+            .and_then(|len| source.end.checked_sub(len))
+            .ok_or_else(|| {
+                format!(
+                    "{what} names {len} attached bytes, but only {} are left",
+                    source.end
+                )
+            })?;
+        let bytes = source.frame[start..source.end].to_vec();
+        source.end = start;
+        Ok(bytes)
+    })
+}
+
+/// An attached text value, as a `String`.
+fn take_text(len: u64, what: &str) -> Result<String, String> {
+    String::from_utf8(take(len, what)?).map_err(|e| {
+        format!(
+            "{what} is not UTF-8 (at byte {})",
+            e.utf8_error().valid_up_to()
+        )
+    })
+}
+
+/// A body as read off the wire with its placeholder, if it has one, replaced by its value.
+pub(crate) fn resolve_body(body: Body) -> Result<Body, String> {
+    Ok(match body {
+        Body::TextBytes(len) => Body::Text(take_text(len, "an attached TEXT body")?),
+        Body::BlobBytes(len) => Body::Blob(take(len, "an attached BLOB body")?),
+        other => other,
+    })
+}
+
+/// A text field that may travel attached (`headers`): a JSON string, or `{"text_bytes": N}`
+/// whose value is taken from the frame being decoded.
+pub(crate) struct TextValue(pub String);
+
+impl<'de> serde::Deserialize<'de> for TextValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<TextValue, D::Error> {
+        struct TextVisitor;
+        impl<'de> Visitor<'de> for TextVisitor {
+            type Value = TextValue;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(r#"a string or {"text_bytes": N}"#)
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<TextValue, E> {
+                Ok(TextValue(v.to_owned()))
+            }
+
+            fn visit_string<E: de::Error>(self, v: String) -> Result<TextValue, E> {
+                Ok(TextValue(v))
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<TextValue, A::Error> {
+                /// The placeholder's one key, read without allocating it.
+                #[derive(serde::Deserialize)]
+                #[serde(field_identifier, rename_all = "snake_case")]
+                enum Key {
+                    TextBytes,
+                }
+                let len = match map.next_key::<Key>()? {
+                    Some(Key::TextBytes) => map.next_value::<u64>()?,
+                    None => return Err(de::Error::missing_field("text_bytes")),
+                };
+                if map.next_key::<Key>()?.is_some() {
+                    return Err(de::Error::duplicate_field("text_bytes"));
+                }
+                take_text(len, "the attached headers")
+                    .map(TextValue)
+                    .map_err(de::Error::custom)
+            }
+        }
+        d.deserialize_any(TextVisitor)
+    }
 }
 
 #[cfg(test)]
@@ -161,7 +293,7 @@ mod tests {
     use crate::model::{Change, ItemKind, Phase, UnitChange, WireVersion};
     use crate::protocol::ChangeBatch;
 
-    fn batch(bodies: Vec<Option<Body>>) -> Message {
+    fn batch(headers: &str, bodies: Vec<Option<Body>>) -> Message {
         Message::ChangeBatch(ChangeBatch {
             seq: 1,
             phase: Phase::Contents,
@@ -180,7 +312,7 @@ mod tests {
                             subject: "s".into(),
                             sender: "x".into(),
                             received_at: 1,
-                            headers: "H: \"v\"\r\n".into(),
+                            headers: headers.into(),
                             body,
                         },
                     }],
@@ -196,79 +328,127 @@ mod tests {
     fn read(json: &[u8], attached: &[u8]) -> Result<Message, ProtocolError> {
         let mut frame = json.to_vec();
         frame.extend_from_slice(attached);
-        super::super::connection::decode(&frame)
+        let (len, result) = (frame.len(), decode(&mut frame));
+        assert_eq!(frame.len(), len, "the frame's buffer comes back");
+        result
     }
 
-    /// Every storage class goes out attached and comes back as the store holds it: TEXT as
-    /// text, a BLOB (UTF-8 or not) as bytes; a withheld or missing body attaches nothing.
-    #[test]
-    fn bodies_travel_beside_the_json_and_read_back_as_stored() {
-        let sent = batch(vec![
-            Some(Body::Text("héllo \"quoted\"\n".into())),
-            Some(Body::Blob(vec![0xff, 0x00, 0x80])),
-            Some(Body::Utf8("plain".into())),
-            Some(Body::Withheld),
-            None,
-            Some(Body::Text(String::new())),
-        ]);
-        let parts = encode(&sent).unwrap();
-        let json = String::from_utf8(parts.json.clone()).unwrap();
-        assert!(json.contains(r#""body":{"text_bytes":16}"#), "{json}");
-        assert!(json.contains(r#""body":{"blob_bytes":3}"#), "{json}");
-        assert!(!json.contains("héllo"), "{json}");
-        assert_eq!(
-            parts.attached,
-            b"h\xc3\xa9llo \"quoted\"\n\xff\x00\x80plain"
-        );
-        let got = read(&parts.json, &parts.attached).unwrap();
-        let Message::ChangeBatch(got) = got else {
-            panic!("{got:?}")
+    fn contents(message: &Message) -> Vec<(String, Option<Body>)> {
+        let Message::ChangeBatch(batch) = message else {
+            panic!("{message:?}")
         };
-        let bodies: Vec<_> = got
+        batch
             .changes
             .iter()
             .map(|c| match &c.units[0].value {
-                UnitValue::Content { body, .. } => body.clone(),
+                UnitValue::Content { headers, body, .. } => (headers.clone(), body.clone()),
                 _ => unreachable!(),
             })
-            .collect();
-        assert_eq!(
-            bodies,
+            .collect()
+    }
+
+    /// Every storage class goes out attached and comes back as the store holds it: TEXT as
+    /// text, a BLOB (UTF-8 or not) as bytes; headers as text; a withheld or missing body attaches
+    /// nothing. The values lie from the frame's end backwards.
+    #[test]
+    fn bodies_and_headers_travel_beside_the_json_and_read_back_as_stored() {
+        let headers = "Subject: \"hi\"\r\nX: y\r\n";
+        let sent = batch(
+            headers,
             vec![
                 Some(Body::Text("héllo \"quoted\"\n".into())),
                 Some(Body::Blob(vec![0xff, 0x00, 0x80])),
-                Some(Body::Blob(b"plain".to_vec())),
+                Some(Body::Utf8("plain".into())),
                 Some(Body::Withheld),
                 None,
                 Some(Body::Text(String::new())),
+            ],
+        );
+        let parts = encode(&sent).unwrap();
+        let json = String::from_utf8(parts.json.clone()).unwrap();
+        assert!(json.contains(r#""headers":{"text_bytes":21}"#), "{json}");
+        assert!(json.contains(r#""body":{"text_bytes":16}"#), "{json}");
+        assert!(json.contains(r#""body":{"blob_bytes":3}"#), "{json}");
+        assert!(
+            !json.contains("héllo") && !json.contains("Subject"),
+            "{json}"
+        );
+        let h = headers.as_bytes();
+        // Met in this order: headers and body of each message (none for a withheld or missing
+        // body); laid out last first.
+        let met: [&[u8]; 10] = [
+            h,
+            "héllo \"quoted\"\n".as_bytes(),
+            h,
+            b"\xff\x00\x80",
+            h,
+            b"plain",
+            h,
+            h,
+            h,
+            b"",
+        ];
+        let expected: Vec<u8> = met.into_iter().rev().flatten().copied().collect();
+        assert_eq!(parts.attached, expected);
+        let got = read(&parts.json, &parts.attached).unwrap();
+        let want = |body| (headers.to_string(), body);
+        assert_eq!(
+            contents(&got),
+            vec![
+                want(Some(Body::Text("héllo \"quoted\"\n".into()))),
+                want(Some(Body::Blob(vec![0xff, 0x00, 0x80]))),
+                want(Some(Body::Blob(b"plain".to_vec()))),
+                want(Some(Body::Withheld)),
+                want(None),
+                want(Some(Body::Text(String::new()))),
             ]
         );
-        // Outside a frame the same bodies are written inline.
+        // Outside a frame the same values are written inline.
         let inline = serde_json::to_string(&sent).unwrap();
         assert!(inline.contains(r#""body":{"base64":"/wCA"}"#), "{inline}");
         assert!(inline.contains(r#""body":{"utf8":"plain"}"#), "{inline}");
+        assert!(
+            inline.contains(r#""headers":"Subject: \"hi\"\r\nX: y\r\n""#),
+            "{inline}"
+        );
+        // And read back inline, inside a frame or not.
+        let inline_read = read(inline.as_bytes(), b"").unwrap();
+        assert_eq!(
+            contents(&inline_read)[0],
+            want(Some(Body::Text("héllo \"quoted\"\n".into())))
+        );
+        let err = serde_json::from_str::<Message>(&json)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("names attached bytes outside a frame"),
+            "{err}"
+        );
     }
 
     #[test]
     fn attachments_that_do_not_add_up_are_refused_by_name() {
-        let parts = encode(&batch(vec![
-            Some(Body::Text("abc".into())),
-            Some(Body::Text("de".into())),
-        ]))
+        let parts = encode(&batch(
+            "",
+            vec![
+                Some(Body::Text("abc".into())),
+                Some(Body::Text("de".into())),
+            ],
+        ))
         .unwrap();
-        assert_eq!(parts.attached, b"abcde");
+        assert_eq!(parts.attached, b"deabc");
         for (attached, wanted) in [
             (
-                &b"abcd"[..],
-                "the body of m1 names 2 attached bytes, but only 1 follow",
+                &b"eabc"[..],
+                "the attached values reach 1 bytes into the message's JSON",
             ),
             (
-                &b"abcdef"[..],
-                "1 bytes after the change_batch message belong to no body",
+                &b"xdeabc"[..],
+                "1 bytes after the message's JSON belong to no attached value",
             ),
             (
-                &b"abc\xffe"[..],
-                "the TEXT body of m1 is not UTF-8 (at byte 0)",
+                &b"d\xffabc"[..],
+                "an attached TEXT body is not UTF-8 (at byte 1)",
             ),
         ] {
             let err = read(&parts.json, attached).unwrap_err().to_string();
@@ -278,22 +458,28 @@ mod tests {
             r#"{"text_bytes":3}"#,
             r#"{"text_bytes":18446744073709551615}"#,
         );
-        let err = read(huge.as_bytes(), b"abcde").unwrap_err().to_string();
+        let err = read(huge.as_bytes(), b"deabc").unwrap_err().to_string();
         assert!(
-            err.contains("names 18446744073709551615 attached bytes"),
+            err.contains("an attached TEXT body names 18446744073709551615 attached bytes"),
             "{err}"
         );
+        let wrong = r#"{"type":"change_batch","seq":1,"phase":"contents","replicas":["a"],"changes":[{"id":"m","kind":"message","created":[0,1],"units":[{"version":[0,2],"at":5,"unit":"content","subject":"s","sender":"x","received_at":1,"headers":{"blob_bytes":1},"body":null}]}],"learned":[],"last":false}"#;
+        let err = read(wrong.as_bytes(), b"x").unwrap_err().to_string();
+        assert!(err.contains("unknown field `blob_bytes`"), "{err}");
     }
 
-    /// Bytes after a message without bodies are refused; whitespace, which JSON allows, is not.
+    /// Bytes after a message without attached values are refused; whitespace, which JSON
+    /// allows, is not.
     #[test]
-    fn only_whitespace_may_follow_a_message_without_bodies() {
+    fn only_whitespace_may_follow_a_message_without_attached_values() {
         let hello = br#"{"type":"hello","protocol":2,"role":"agent"}"#;
         assert!(read(hello, b" \n").is_ok());
         let err = read(hello, b"xyz").unwrap_err().to_string();
         assert!(
-            err.contains("3 bytes after the hello message belong to no body"),
+            err.contains("3 bytes after the message's JSON belong to no attached value"),
             "{err}"
         );
+        let err = read(b"", b"").unwrap_err().to_string();
+        assert!(err.contains("an empty frame"), "{err}");
     }
 }

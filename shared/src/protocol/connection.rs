@@ -20,24 +20,6 @@ impl Encoded {
     }
 }
 
-/// Reads one frame's body: the message's JSON, whose end the parser finds, then the bodies
-/// attached after it.
-pub(super) fn decode(frame: &[u8]) -> Result<Message, ProtocolError> {
-    let mut stream = serde_json::Deserializer::from_slice(frame).into_iter::<Message>();
-    let mut message = match stream.next() {
-        Some(Ok(message)) => message,
-        Some(Err(e)) => {
-            return Err(ProtocolError::Malformed(format!(
-                "not a valid message: {e}"
-            )))
-        }
-        None => return Err(ProtocolError::Malformed("an empty frame".into())),
-    };
-    let rest = frame.get(stream.byte_offset()..).unwrap_or_default();
-    attached::resolve(&mut message, rest)?;
-    Ok(message)
-}
-
 /// One end of a protocol connection.
 pub struct Connection<S> {
     reader: BufReader<ReadHalf<S>>,
@@ -75,7 +57,7 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
         if !read_frame(&mut self.reader, self.max_frame, &mut self.frame).await? {
             return Ok(None);
         }
-        decode(&self.frame).map(Some)
+        attached::decode(&mut self.frame).map(Some)
     }
 
     /// The next message, which must be there: a clean close is an error here.
