@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 /// A message body, keeping SQLite's storage class so a body arrives exactly as it was stored.
 ///
 /// In a frame (protocol 2, `protocol/attached.rs`) a TEXT body travels as `{"text_bytes": N}` and
-/// a BLOB as `{"blob_bytes": N}`, their N bytes following the frame's JSON: no escaping on the
-/// way out, no unescaping on the way in, no base64. Outside a frame (and still accepted inside
+/// a BLOB as `{"blob_bytes": N}`, their N bytes after the frame's JSON: no escaping on the way
+/// out, no unescaping on the way in, no base64. Outside a frame (and still accepted inside
 /// one) the inline forms are `{"text": "..."}` for TEXT, `{"utf8": "..."}` for a BLOB whose bytes
 /// are UTF-8 and `{"base64": "..."}` for any other BLOB. `"withheld"` is a body the source kept
 /// back (header-only sync, seed 002's header download): the destination holds the message
@@ -25,10 +25,10 @@ pub enum Body {
     #[serde(skip_deserializing)]
     Blob(Vec<u8>),
     /// A TEXT body of this many bytes, attached after the frame's JSON; replaced by
-    /// [`Body::Text`] when the frame is read.
+    /// [`Body::Text`] as the frame is read (`unit_de`).
     TextBytes(u64),
     /// A BLOB body of this many bytes, attached after the frame's JSON; replaced by
-    /// [`Body::Blob`] when the frame is read.
+    /// [`Body::Blob`] as the frame is read (`unit_de`).
     BlobBytes(u64),
 }
 

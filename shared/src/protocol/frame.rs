@@ -1,6 +1,6 @@
 //! Frames: a 4-byte big-endian length, then that many bytes: a message's JSON, and after it the
-//! bodies a `change_batch` carries (`attached`). The length is checked against the cap *before*
-//! the body is read, so an oversized frame costs nothing.
+//! bodies and headers a `change_batch` carries (`attached`). The length is checked against the
+//! cap *before* the body is read, so an oversized frame costs nothing.
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 

@@ -3,7 +3,8 @@
 //! "a completion message to the agent").
 //!
 //! - `frame`: length-prefixed frames with a size cap checked before the body is read.
-//! - `attached`: a batch's message bodies as raw bytes after the frame's JSON (protocol 2).
+//! - `attached`: a batch's message bodies and headers as raw bytes after the frame's JSON
+//!   (protocol 2).
 //! - `connection`: the buffered, typed connection.
 //! - `handshake`: `hello` / `welcome` / `error` — every connection opens with the protocol
 //!   version and the caller's role.
