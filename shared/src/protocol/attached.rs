@@ -33,6 +33,9 @@ thread_local! {
     static SINK: RefCell<Option<Sink>> = const { RefCell::new(None) };
     /// The frame this thread is decoding, while it decodes one.
     static SOURCE: RefCell<Option<Source>> = const { RefCell::new(None) };
+    /// Set while a message whose `type` is not first is read from a buffered copy, whose
+    /// fields come in another order than the values were laid out in.
+    static BUFFERED: Cell<bool> = const { Cell::new(false) };
     /// The JSON size of the last batch this thread encoded: the next one's first guess, so a
     /// batch's JSON is not grown by doubling through a dozen reallocations and copies.
     static LAST_JSON_LEN: Cell<usize> = const { Cell::new(0) };
@@ -206,6 +209,11 @@ fn take(len: u64, what: &str) -> Result<Vec<u8>, String> {
         let Some(source) = source.as_mut() else {
             return Err(format!("{what} names attached bytes outside a frame"));
         };
+        if BUFFERED.get() {
+            return Err(format!(
+                "{what} names attached bytes in a message whose `type` is not its first field"
+            ));
+        }
         let start = usize::try_from(len)
             .ok()
             .and_then(|len| source.end.checked_sub(len))
@@ -219,6 +227,20 @@ fn take(len: u64, what: &str) -> Result<Vec<u8>, String> {
         source.end = start;
         Ok(bytes)
     })
+}
+
+/// Runs `read` on a buffered copy of a message, where no attached value may be taken: the copy's
+/// fields are sorted by name, not in the order the values were laid out.
+pub(super) fn buffered<T>(read: impl FnOnce() -> T) -> T {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            BUFFERED.set(false);
+        }
+    }
+    BUFFERED.set(true);
+    let _reset = Reset;
+    read()
 }
 
 /// An attached text value, as a `String`.
@@ -466,6 +488,31 @@ mod tests {
         let wrong = r#"{"type":"change_batch","seq":1,"phase":"contents","replicas":["a"],"changes":[{"id":"m","kind":"message","created":[0,1],"units":[{"version":[0,2],"at":5,"unit":"content","subject":"s","sender":"x","received_at":1,"headers":{"blob_bytes":1},"body":null}]}],"learned":[],"last":false}"#;
         let err = read(wrong.as_bytes(), b"x").unwrap_err().to_string();
         assert!(err.contains("unknown field `blob_bytes`"), "{err}");
+    }
+
+    /// A message read through the buffered path (`type` not first) has its fields sorted by
+    /// name, so `body` would take the bytes laid out for `headers`: attached values are refused
+    /// there.
+    #[test]
+    fn attached_values_need_type_first() {
+        let parts = encode(&batch("H: v\r\n", vec![Some(Body::Text("abc".into()))])).unwrap();
+        let json = String::from_utf8(parts.json).unwrap();
+        let moved = json
+            .replacen(r#"{"type":"change_batch","#, "{", 1)
+            .replacen(
+                r#""last":false}"#,
+                r#""last":false,"type":"change_batch"}"#,
+                1,
+            );
+        assert_ne!(moved, json);
+        let err = read(moved.as_bytes(), &parts.attached)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("in a message whose `type` is not its first field"),
+            "{err}"
+        );
+        assert!(read(json.as_bytes(), &parts.attached).is_ok());
     }
 
     /// Bytes after a message without attached values are refused; whitespace, which JSON

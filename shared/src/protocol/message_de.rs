@@ -75,7 +75,8 @@ impl<'de> Visitor<'de> for MessageVisitor {
             Some(_) => return Err(de::Error::custom("`type` must be a string")),
             None => return Err(de::Error::missing_field("type")),
         };
-        read_as(&tag, serde_json::Value::Object(object)).map_err(de::Error::custom)
+        super::attached::buffered(|| read_as(&tag, serde_json::Value::Object(object)))
+            .map_err(de::Error::custom)
     }
 }
 
