@@ -67,6 +67,13 @@ impl Serialize for Body {
     }
 }
 
+/// The bytes of a `base64` body, or why it is bad.
+fn decode_base64(b64: &str) -> Result<Vec<u8>, String> {
+    base64::engine::general_purpose::STANDARD
+        .decode(b64.as_bytes())
+        .map_err(|e| format!("body is not valid base64: {e}"))
+}
+
 /// Why a placeholder cannot be stored: the frame's reader replaces every one.
 const UNREAD: &str = "a body attached to its frame was never read";
 
@@ -94,10 +101,7 @@ impl Body {
     /// copy [`Body::into_stored`] makes (a copy of every body of a batch, before this).
     pub fn check(&self) -> Result<(), String> {
         match self {
-            Body::Base64(b64) => base64::engine::general_purpose::STANDARD
-                .decode(b64.as_bytes())
-                .map(drop)
-                .map_err(|e| format!("body is not valid base64: {e}")),
+            Body::Base64(b64) => decode_base64(b64).map(drop),
             Body::TextBytes(_) | Body::BlobBytes(_) => Err(UNREAD.into()),
             Body::Text(_) | Body::Utf8(_) | Body::Blob(_) | Body::Withheld => Ok(()),
         }
@@ -111,10 +115,7 @@ impl Body {
             Body::Utf8(text) => Ok(StoredBody::Blob(text.into_bytes())),
             Body::Blob(bytes) => Ok(StoredBody::Blob(bytes)),
             Body::TextBytes(_) | Body::BlobBytes(_) => Err(UNREAD.into()),
-            Body::Base64(b64) => base64::engine::general_purpose::STANDARD
-                .decode(b64.as_bytes())
-                .map(StoredBody::Blob)
-                .map_err(|e| format!("body is not valid base64: {e}")),
+            Body::Base64(b64) => decode_base64(&b64).map(StoredBody::Blob),
         }
     }
 
@@ -128,11 +129,7 @@ impl Body {
             Body::Utf8(text) => ToSqlOutput::Borrowed(ValueRef::Blob(text.as_bytes())),
             Body::Blob(bytes) => ToSqlOutput::Borrowed(ValueRef::Blob(bytes)),
             Body::TextBytes(_) | Body::BlobBytes(_) => return Err(UNREAD.into()),
-            Body::Base64(b64) => ToSqlOutput::Owned(Value::Blob(
-                base64::engine::general_purpose::STANDARD
-                    .decode(b64.as_bytes())
-                    .map_err(|e| format!("body is not valid base64: {e}"))?,
-            )),
+            Body::Base64(b64) => ToSqlOutput::Owned(Value::Blob(decode_base64(b64)?)),
         })
     }
 

@@ -61,14 +61,6 @@ pub(super) struct Parts {
 
 /// Encodes `message`, attaching the bodies and headers it carries.
 pub(super) fn encode(message: &Message) -> Result<Parts, serde_json::Error> {
-    /// Takes the sink down however encoding ends (a panicking `Serialize` included), so no
-    /// later inline write finds it set.
-    struct Open;
-    impl Drop for Open {
-        fn drop(&mut self) {
-            SINK.with(|sink| sink.borrow_mut().take());
-        }
-    }
     let len = attached_len(message);
     SINK.with(|sink| {
         *sink.borrow_mut() = Some(Sink {
@@ -76,7 +68,9 @@ pub(super) fn encode(message: &Message) -> Result<Parts, serde_json::Error> {
             ends: Vec::new(),
         })
     });
-    let open = Open;
+    // Takes the sink down however encoding ends (a panicking `Serialize` included), so no later
+    // inline write finds it set.
+    let open = OnDrop(|| drop(SINK.with(|sink| sink.borrow_mut().take())));
     let is_batch = matches!(message, Message::ChangeBatch(_));
     let mut json = Vec::with_capacity(if is_batch { LAST_JSON_LEN.get() } else { 128 });
     let written = serde_json::to_writer(&mut json, message);
@@ -145,13 +139,6 @@ pub(crate) fn text_value<S: Serializer>(text: &str, s: S) -> Result<S::Ok, S::Er
 /// text value that is not UTF-8, bytes between the JSON's end and the values that no
 /// placeholder claims, and a placeholder that reaches into the JSON.
 pub(super) fn decode(frame: &mut Vec<u8>) -> Result<Message, ProtocolError> {
-    /// Takes the source down however decoding ends.
-    struct Open;
-    impl Drop for Open {
-        fn drop(&mut self) {
-            SOURCE.with(|source| source.borrow_mut().take());
-        }
-    }
     let shared = Rc::new(std::mem::take(frame));
     SOURCE.with(|source| {
         *source.borrow_mut() = Some(Source {
@@ -159,7 +146,8 @@ pub(super) fn decode(frame: &mut Vec<u8>) -> Result<Message, ProtocolError> {
             end: shared.len(),
         })
     });
-    let open = Open;
+    // Takes the source down however decoding ends.
+    let open = OnDrop(|| drop(SOURCE.with(|source| source.borrow_mut().take())));
     let mut stream = serde_json::Deserializer::from_slice(&shared).into_iter::<Message>();
     let parsed = stream.next();
     let json_end = stream.byte_offset();
@@ -219,7 +207,8 @@ fn take(len: u64, what: &str) -> Result<Vec<u8>, String> {
             .and_then(|len| source.end.checked_sub(len))
             .ok_or_else(|| {
                 format!(
-                    "{what} names {len} attached bytes, but only {} are left",
+                    "{what} names {len} attached bytes, more than the {} bytes of the frame \
+                     before the values already handed out",
                     source.end
                 )
             })?;
@@ -232,15 +221,18 @@ fn take(len: u64, what: &str) -> Result<Vec<u8>, String> {
 /// Runs `read` on a buffered copy of a message, where no attached value may be taken: the copy's
 /// fields are sorted by name, not in the order the values were laid out.
 pub(super) fn buffered<T>(read: impl FnOnce() -> T) -> T {
-    struct Reset;
-    impl Drop for Reset {
-        fn drop(&mut self) {
-            BUFFERED.set(false);
-        }
-    }
     BUFFERED.set(true);
-    let _reset = Reset;
+    let _reset = OnDrop(|| BUFFERED.set(false));
     read()
+}
+
+/// Runs its closure when dropped: each thread-local above is reset however its user ends.
+struct OnDrop<F: FnMut()>(F);
+
+impl<F: FnMut()> Drop for OnDrop<F> {
+    fn drop(&mut self) {
+        (self.0)()
+    }
 }
 
 /// An attached text value, as a `String`.
