@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use rusqlite::{params, Connection};
 use shared::store::{schema::PAGE_SIZE, Store};
 
-use crate::mail::{Mail, MailStream, Rng, FOLDERS};
+use crate::mail::{Ids, Mail, MailStream, Rng, FOLDERS};
 
 /// The seed of the benchmark's mail.
 pub const SEED: u64 = 2004;
@@ -38,14 +38,14 @@ pub fn open_like_the_store(path: &Path) -> Result<Connection> {
 
 /// Creates the source store (its schema comes from `Store::open`) and fills it with the ten
 /// folders and `n` messages through the public tables, in application transactions of 10,000
-/// rows; the store's triggers give every row its version.
-pub fn source_store(path: &Path, n: usize) -> Result<(Filled, Vec<String>)> {
+/// rows; the store's triggers give every row its version. The messages' ids take the form `ids`.
+pub fn source_store(path: &Path, n: usize, ids: Ids) -> Result<(Filled, Vec<String>)> {
     drop(Store::open(path).with_context(|| format!("cannot create {}", path.display()))?);
     let mut conn = open_like_the_store(path)?;
     let start = Instant::now();
     let folder_ids = create_folders(&mut conn)?;
     let mut filled = Filled::default();
-    let mut mail = MailStream::new(SEED).take(n).peekable();
+    let mut mail = MailStream::new(SEED, ids).take(n).peekable();
     while mail.peek().is_some() {
         let tx = conn.transaction()?;
         {
@@ -108,12 +108,19 @@ pub fn insert_message(
 }
 
 /// The 300 changes of one round, made by an application on the source store: 100 content
-/// edits, 100 read-flag flips (each of distinct existing messages) and 100 new messages.
-pub fn three_hundred_changes(path: &Path, folder_ids: &[String], round: u64) -> Result<()> {
+/// edits, 100 read-flag flips (each of distinct existing messages) and 100 new messages, whose
+/// Exchange ids count on from the store's last message (every message so far took one rowid).
+pub fn three_hundred_changes(
+    path: &Path,
+    folder_ids: &[String],
+    round: u64,
+    ids: Ids,
+) -> Result<()> {
     let mut conn = open_like_the_store(path)?;
     let mut rng = Rng::new(SEED ^ (round + 1).wrapping_mul(0x5851_F42D_4C95_7F2D));
-    let mut stream = MailStream::new(SEED.wrapping_add(1000 + round));
     let max_rowid: i64 = conn.query_row("SELECT max(rowid) FROM messages", [], |r| r.get(0))?;
+    let mut stream = MailStream::new(SEED.wrapping_add(1000 + round), ids)
+        .counting_from(max_rowid.max(0) as u64 + 1);
     let tx = conn.transaction()?;
     {
         let mut pick =

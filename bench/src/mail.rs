@@ -140,11 +140,37 @@ impl Rng {
         items[self.below(items.len())]
     }
 
-    /// A global id as applications make them: 32 lower-case hex digits.
+    /// 128 random bits as 32 lower-case hex digits (a version-4 UUID's entropy).
     pub fn id(&mut self) -> String {
         format!("{:016x}{:016x}", self.next_u64(), self.next_u64())
     }
 }
+
+/// How the application that fills the source store names its messages. The store takes any id
+/// the application gives (PRODUCT.md); what differs is where a new id lands in `messages`' id
+/// index, at the destination as at the limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Ids {
+    /// Exchange's source keys (seed 000's store; MAPI's `SKEY`): the GUID of the store that
+    /// made the item, then its 6-byte global counter, big-endian, as 44 hex digits. A store's
+    /// later items have larger ids, so new ones land at the index's end.
+    Exchange,
+    /// 128 random bits, 32 hex digits: no order at all, so every batch of new messages lands
+    /// all over the index. The worst case for any B-tree.
+    Random,
+}
+
+impl Ids {
+    pub fn name(self) -> &'static str {
+        match self {
+            Ids::Exchange => "exchange",
+            Ids::Random => "random",
+        }
+    }
+}
+
+/// The GUID of the store the benchmark's application writes to (the prefix of its Exchange ids).
+const STORE_GUID: &str = "9b2e6f0c4d1a4e7b8c3f5a2d6e9b1c07";
 
 /// The endless stream of messages of one seed. Message `n` (0-based) is received at a time that
 /// grows with `n`, as mail does.
@@ -152,14 +178,40 @@ pub struct MailStream {
     rng: Rng,
     n: u64,
     folder_weights: u32,
+    ids: Ids,
+    /// The global counter of the next Exchange id.
+    counter: u64,
 }
 
 impl MailStream {
-    pub fn new(seed: u64) -> MailStream {
+    /// The stream of `seed`, its ids of form `ids`; Exchange ids count from 1.
+    pub fn new(seed: u64, ids: Ids) -> MailStream {
         MailStream {
             rng: Rng::new(seed),
             n: 0,
             folder_weights: FOLDERS.iter().map(|f| f.2).sum(),
+            ids,
+            counter: 1,
+        }
+    }
+
+    /// The same stream, its Exchange ids counting from `first` (a store's counter only grows).
+    pub fn counting_from(mut self, first: u64) -> MailStream {
+        self.counter = first;
+        self
+    }
+
+    /// The next message's id. The random draw is made for both forms, so the rest of the
+    /// stream (folders, subjects, bodies) is the same whichever form the ids take.
+    fn next_id(&mut self) -> String {
+        let random = self.rng.id();
+        match self.ids {
+            Ids::Random => random,
+            Ids::Exchange => {
+                let counter = self.counter & 0xFFFF_FFFF_FFFF;
+                self.counter += 1;
+                format!("{STORE_GUID}{counter:012x}")
+            }
         }
     }
 
@@ -198,7 +250,7 @@ impl Iterator for MailStream {
     fn next(&mut self) -> Option<Mail> {
         let n = self.n;
         self.n += 1;
-        let id = self.rng.id();
+        let id = self.next_id();
         let folder = self.folder();
         let outgoing = matches!(FOLDERS[folder].0, "Sent" | "Drafts");
         let (from_name, from_addr) = if outgoing {
@@ -268,12 +320,14 @@ pub fn rfc5322_date(unix: i64) -> String {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     #[test]
     fn the_mail_starts_in_2024_with_rfc5322_dates() {
         assert_eq!(rfc5322_date(EPOCH), "Mon, 1 Jan 2024 00:00:00 +0000");
-        let first = MailStream::new(1).next().expect("a message");
+        let first = MailStream::new(1, Ids::Exchange).next().expect("a message");
         assert!(
             first.headers.contains("\r\nDate: Mon, 1 Jan 2024 00:0"),
             "{}",
@@ -283,8 +337,8 @@ mod tests {
 
     #[test]
     fn the_stream_is_deterministic_and_about_two_kib_a_message() {
-        let a: Vec<Mail> = MailStream::new(7).take(2000).collect();
-        let b: Vec<Mail> = MailStream::new(7).take(2000).collect();
+        let a: Vec<Mail> = MailStream::new(7, Ids::Random).take(2000).collect();
+        let b: Vec<Mail> = MailStream::new(7, Ids::Random).take(2000).collect();
         assert!(a
             .iter()
             .zip(&b)
@@ -295,5 +349,26 @@ mod tests {
         assert_eq!(folders.len(), FOLDERS.len());
         let ids: std::collections::HashSet<&str> = a.iter().map(|m| m.id.as_str()).collect();
         assert_eq!(ids.len(), a.len());
+    }
+
+    /// Exchange ids: the store's GUID and a growing counter, so they sort in the order the
+    /// messages were made; a later stream of the same store counts on. Only the ids differ
+    /// between the two forms.
+    #[test]
+    fn exchange_ids_grow_with_the_stream_and_leave_the_rest_as_it_is() {
+        let exchange: Vec<Mail> = MailStream::new(7, Ids::Exchange).take(300).collect();
+        let random: Vec<Mail> = MailStream::new(7, Ids::Random).take(300).collect();
+        assert_eq!(exchange[0].id, format!("{STORE_GUID}000000000001"));
+        assert!(exchange.iter().all(|m| m.id.len() == 44));
+        assert!(exchange.windows(2).all(|w| w[0].id < w[1].id));
+        assert!(exchange.iter().zip(&random).all(|(e, r)| e.id != r.id
+            && (e.folder, &e.subject, &e.headers, &e.body)
+                == (r.folder, &r.subject, &r.headers, &r.body)));
+        assert!(!random.windows(2).all(|w| w[0].id < w[1].id));
+        let later = MailStream::new(8, Ids::Exchange)
+            .counting_from(301)
+            .next()
+            .unwrap();
+        assert!(later.id > exchange[299].id);
     }
 }

@@ -21,6 +21,7 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 
 use fill::Filled;
+use mail::Ids;
 use procs::{Agent, Binaries, Daemon, Sockets, BATCH};
 use reference::Reference;
 use report::{InitialSync, Measured, Repeated};
@@ -31,6 +32,12 @@ struct Args {
     /// Message counts to measure, comma separated: 10k, 100k, 1M or a plain number.
     #[arg(long, default_value = "100k", value_delimiter = ',', value_parser = parse_count)]
     n: Vec<usize>,
+    /// How the source's messages are named, comma separated (one column per form and N):
+    /// `exchange` (Exchange's source keys: the store's GUID and a growing counter, so new
+    /// messages land at the end of the id index) or `random` (128 random bits: every batch lands
+    /// all over it, the worst case).
+    #[arg(long, default_value = "exchange", value_delimiter = ',', value_enum)]
+    ids: Vec<Ids>,
     /// Fewer repetitions: 3 small sessions instead of 7, and one round of the limit and the
     /// initial sync instead of `--rounds`.
     #[arg(long)]
@@ -93,16 +100,26 @@ fn main() -> Result<()> {
     let reps = if args.quick { 3 } else { 7 };
     let rounds = if args.quick { 1 } else { args.rounds as usize };
     let mut columns = Vec::new();
-    for &n in &args.n {
-        eprintln!("icsync-bench: N = {n}: filling the source store …");
-        let dir = root.join(format!("n{n}"));
+    let cases = args
+        .ids
+        .iter()
+        .flat_map(|&ids| args.n.iter().map(move |&n| (ids, n)));
+    for (ids, n) in cases {
+        eprintln!(
+            "icsync-bench: N = {n}, {} ids: filling the source store …",
+            ids.name()
+        );
+        let dir = match ids {
+            Ids::Exchange => root.join(format!("n{n}")),
+            Ids::Random => root.join(format!("n{n}-random")),
+        };
         if dir.exists() {
             std::fs::remove_dir_all(&dir)
                 .with_context(|| format!("cannot clear {}", dir.display()))?;
         }
         std::fs::create_dir_all(&dir)?;
         if args.fill_only {
-            let (filled, _) = fill::source_store(&dir.join("source.db"), n)?;
+            let (filled, _) = fill::source_store(&dir.join("source.db"), n, ids)?;
             eprintln!(
                 "icsync-bench: {} messages filled in {:.2} s",
                 filled.messages,
@@ -111,7 +128,7 @@ fn main() -> Result<()> {
             println!("{}", dir.display());
             continue;
         }
-        columns.push(measure(&bins, &dir, n, rounds, reps)?);
+        columns.push(measure(&bins, &dir, n, ids, rounds, reps)?);
     }
     if !columns.is_empty() {
         print!("{}", report::render(&columns, reps, rounds));
@@ -119,17 +136,24 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// One column of the table: everything measured at one N.
-fn measure(bins: &Binaries, dir: &Path, n: usize, rounds: usize, reps: usize) -> Result<Measured> {
+/// One column of the table: everything measured at one N with ids of one form.
+fn measure(
+    bins: &Binaries,
+    dir: &Path,
+    n: usize,
+    ids: Ids,
+    rounds: usize,
+    reps: usize,
+) -> Result<Measured> {
     let source = dir.join("source.db");
     let destination = dir.join("destination.db");
-    let (app_fill, folder_ids) = fill::source_store(&source, n)?;
+    let (app_fill, folder_ids) = fill::source_store(&source, n, ids)?;
     let reference = |how: Reference, file: &str| -> Result<Filled> {
         eprintln!("icsync-bench: N = {n}: reference insert {how:?} …");
         let path = dir.join(file);
         remove_store(&path)?;
         settle_disk()?;
-        reference::run(how, &path, n, &folder_ids)
+        reference::run(how, &path, n, ids, &folder_ids)
     };
     let per_batch = reference(Reference::PerBatch { batch: BATCH }, "raw-per-batch.db")?;
     let store_tables = reference(Reference::StoreTables { batch: BATCH }, "store-tables.db")?;
@@ -192,7 +216,7 @@ fn measure(bins: &Binaries, dir: &Path, n: usize, rounds: usize, reps: usize) ->
     }
     let mut changes = Repeated::default();
     for round in 0..reps {
-        fill::three_hundred_changes(&source, &folder_ids, round as u64)?;
+        fill::three_hundred_changes(&source, &folder_ids, round as u64, ids)?;
         let run = agent.sync(false)?;
         if run.sent != 300 {
             bail!("a 300-change session sent {} items", run.sent);
@@ -212,6 +236,7 @@ fn measure(bins: &Binaries, dir: &Path, n: usize, rounds: usize, reps: usize) ->
     }
     Ok(Measured {
         n,
+        ids,
         app_fill,
         per_batch,
         store_tables,

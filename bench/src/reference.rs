@@ -29,7 +29,7 @@ use shared::store::{Store, IMPORT_PAGE_CACHE_MIB, WAL_AUTOCHECKPOINT_PAGES};
 use crate::fill::{
     create_folders, insert_message, open_like_the_store, Filled, INSERT_MESSAGE, SEED,
 };
-use crate::mail::{Mail, MailStream};
+use crate::mail::{Ids, Mail, MailStream};
 
 /// Which reference insert to run.
 #[derive(Clone, Copy, Debug)]
@@ -50,12 +50,19 @@ const SOURCE_REPLICA: &str = "reference-source";
 
 /// Writes the benchmark's `n` messages into a new database at `path` as `how` says. Only the
 /// inserts and the commits are timed, not making up the mail nor creating the schema. The
-/// store-tables reference makes its own folders; the others write `folder_ids` as given.
-pub fn run(how: Reference, path: &Path, n: usize, folder_ids: &[String]) -> Result<Filled> {
+/// store-tables reference makes its own folders; the others write `folder_ids` as given. The
+/// messages' ids take the form `ids`, as in the source store.
+pub fn run(
+    how: Reference,
+    path: &Path,
+    n: usize,
+    ids: Ids,
+    folder_ids: &[String],
+) -> Result<Filled> {
     let plain_table = |per_transaction: usize| -> Result<Filled> {
         let mut conn = open_like_the_import(path)?;
         conn.execute_batch(PLAIN_TABLE)?;
-        insert_in_transactions(&mut conn, n, per_transaction, |tx, m| {
+        insert_in_transactions(&mut conn, n, ids, per_transaction, |tx, m| {
             insert_message(
                 &mut tx.prepare_cached(INSERT_MESSAGE)?,
                 m,
@@ -66,7 +73,7 @@ pub fn run(how: Reference, path: &Path, n: usize, folder_ids: &[String]) -> Resu
     match how {
         Reference::Limit => plain_table(n),
         Reference::PerBatch { batch } => plain_table(batch),
-        Reference::StoreTables { batch } => store_tables(path, n, batch),
+        Reference::StoreTables { batch } => store_tables(path, n, ids, batch),
     }
 }
 
@@ -85,7 +92,7 @@ fn open_like_the_import(path: &Path) -> Result<Connection> {
 /// time) and its row linked to it (`sync_rid`), with the triggers off (as `store::fresh` has them
 /// for a never-seen message). Its three live units carry the creation version, so they have no
 /// rows (migration 7). No knowledge, no conflict checks.
-fn store_tables(path: &Path, n: usize, batch: usize) -> Result<Filled> {
+fn store_tables(path: &Path, n: usize, ids: Ids, batch: usize) -> Result<Filled> {
     drop(Store::open(path).with_context(|| format!("cannot create {}", path.display()))?);
     let mut conn = open_like_the_import(path)?;
     let folder_ids = create_folders(&mut conn)?;
@@ -97,7 +104,7 @@ fn store_tables(path: &Path, n: usize, batch: usize) -> Result<Filled> {
     conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER, false)?;
     let at = chrono::Utc::now().timestamp_millis();
     let mut tick: i64 = 0;
-    insert_in_transactions(&mut conn, n, batch, |tx, m| {
+    insert_in_transactions(&mut conn, n, ids, batch, |tx, m| {
         tick += 1;
         tx.prepare_cached(
             "INSERT INTO sync_items (id, kind, created_r, created_t, deleted_at, created_at) \
@@ -125,16 +132,17 @@ fn store_tables(path: &Path, n: usize, batch: usize) -> Result<Filled> {
     })
 }
 
-/// Inserts the benchmark's `n` messages with `insert`, committing after every `per_transaction`.
+/// Inserts the benchmark's `n` messages (ids of form `ids`) with `insert`, committing after every `per_transaction`.
 fn insert_in_transactions(
     conn: &mut Connection,
     n: usize,
+    ids: Ids,
     per_transaction: usize,
     mut insert: impl FnMut(&Transaction<'_>, &Mail) -> Result<()>,
 ) -> Result<Filled> {
     let mut filled = Filled::default();
     let mut took = Duration::ZERO;
-    let mut mail = MailStream::new(SEED).take(n).peekable();
+    let mut mail = MailStream::new(SEED, ids).take(n).peekable();
     while mail.peek().is_some() {
         let start = Instant::now();
         let tx = conn.transaction()?;
@@ -182,7 +190,7 @@ mod tests {
             ("store", Reference::StoreTables { batch: 10 }),
         ] {
             let path = dir.path().join(format!("{name}.db"));
-            let filled = run(how, &path, N, &folders).unwrap();
+            let filled = run(how, &path, N, Ids::Random, &folders).unwrap();
             assert_eq!((filled.messages, count(&path)), (N, N), "{name}");
             bytes.push(filled.bytes);
         }
@@ -195,10 +203,17 @@ mod tests {
     fn the_store_tables_hold_items_the_store_reads_back() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store.db");
-        run(Reference::StoreTables { batch: 10 }, &path, N, &[]).unwrap();
+        run(
+            Reference::StoreTables { batch: 10 },
+            &path,
+            N,
+            Ids::Exchange,
+            &[],
+        )
+        .unwrap();
         let mut store = Store::open(&path).unwrap();
         assert_eq!(store.counts().unwrap().messages, N as u64);
-        for (tick, mail) in MailStream::new(SEED).take(N).enumerate() {
+        for (tick, mail) in MailStream::new(SEED, Ids::Exchange).take(N).enumerate() {
             let item = store.local_item(&mail.id).unwrap().unwrap();
             assert_eq!(item.kind, ItemKind::Message);
             assert_eq!(item.created.replica.as_str(), SOURCE_REPLICA);

@@ -1,14 +1,16 @@
-//! The table: one column per N, as Markdown, so it can go into the README as printed.
+//! The table: one column per N (and form of ids), as Markdown, so it can go into the README as printed.
 
 use std::fmt::Write;
 use std::time::Duration;
 
 use crate::fill::Filled;
+use crate::mail::Ids;
 use crate::procs::{AgentRun, BATCH};
 
-/// Everything measured at one N.
+/// Everything measured at one N with ids of one form.
 pub struct Measured {
     pub n: usize,
+    pub ids: Ids,
     pub app_fill: Filled,
     /// The same raw insert with a commit every batch: the price of per-batch atomicity alone.
     pub per_batch: Filled,
@@ -235,7 +237,10 @@ pub fn render(columns: &[Measured], reps: usize, rounds: usize) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{}", machine());
     let _ = writeln!(out);
-    let header: Vec<String> = columns.iter().map(|m| n_label(m.n)).collect();
+    let header: Vec<String> = columns
+        .iter()
+        .map(|m| format!("{}, {} ids", n_label(m.n), m.ids.name()))
+        .collect();
     let _ = writeln!(out, "| | {} |", header.join(" | "));
     let _ = writeln!(out, "|---|{}", "---:|".repeat(columns.len()));
     for (label, values) in rows {
@@ -245,7 +250,9 @@ pub fn render(columns: &[Measured], reps: usize, rounds: usize) -> String {
         out,
         "\nWall times include starting the agent process; \"recorded\" is the session's own start and end \
          in the agent's state file (ms resolution). MB = 10^6 bytes of ids, subjects, senders, headers and bodies. \
-         Each timed step starts after sync(1), with no dirty pages left by the step before it."
+         Each timed step starts after sync(1), with no dirty pages left by the step before it. \
+         Ids: `exchange` = the store's GUID and a growing 6-byte counter (Exchange's source keys), \
+         `random` = 128 random bits."
     );
     out
 }

@@ -60,3 +60,17 @@ fn rounds_out_of_range_are_refused_by_name() {
         assert!(stderr.contains("--rounds"), "{bad}: {stderr}");
     }
 }
+
+#[test]
+fn an_unknown_form_of_ids_is_refused_by_name() {
+    let out = bench()
+        .args(["--n", "10", "--ids", "exchange,uuid7"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("'uuid7'") && stderr.contains("--ids"),
+        "{stderr}"
+    );
+}
