@@ -128,7 +128,13 @@ fn main() -> Result<()> {
             println!("{}", dir.display());
             continue;
         }
-        columns.push(measure(&bins, &dir, n, ids, rounds, reps)?);
+        let keep = args.dir.is_some();
+        columns.push(measure(&bins, &dir, n, ids, rounds, reps, keep)?);
+        if !keep {
+            // The column's source and destination too, for the same reason.
+            std::fs::remove_dir_all(&dir)
+                .with_context(|| format!("cannot clear {}", dir.display()))?;
+        }
     }
     if !columns.is_empty() {
         print!("{}", report::render(&columns, reps, rounds));
@@ -136,7 +142,8 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// One column of the table: everything measured at one N with ids of one form.
+/// One column of the table: everything measured at one N with ids of one form. `keep`: leave
+/// every store in `dir` (`--dir`), not only the source and the destination.
 fn measure(
     bins: &Binaries,
     dir: &Path,
@@ -144,16 +151,24 @@ fn measure(
     ids: Ids,
     rounds: usize,
     reps: usize,
+    keep: bool,
 ) -> Result<Measured> {
     let source = dir.join("source.db");
     let destination = dir.join("destination.db");
     let (app_fill, folder_ids) = fill::source_store(&source, n, ids)?;
+    // A reference store is removed once measured, unless `--dir` keeps everything: the next
+    // steps (and the next column's) should find the page cache holding their own files, not
+    // gigabytes of rows no one reads again.
     let reference = |how: Reference, file: &str| -> Result<Filled> {
         eprintln!("icsync-bench: N = {n}: reference insert {how:?} …");
         let path = dir.join(file);
         remove_store(&path)?;
         settle_disk()?;
-        reference::run(how, &path, n, ids, &folder_ids)
+        let filled = reference::run(how, &path, n, ids, &folder_ids)?;
+        if !keep {
+            remove_store(&path)?;
+        }
+        Ok(filled)
     };
     let per_batch = reference(Reference::PerBatch { batch: BATCH }, "raw-per-batch.db")?;
     let store_tables = reference(Reference::StoreTables { batch: BATCH }, "store-tables.db")?;
