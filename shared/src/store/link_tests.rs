@@ -5,7 +5,7 @@
 
 use rusqlite::Connection;
 
-use super::tests::{new_store, public_rows, sync};
+use super::tests::{new_store, old_store, public_rows, sync};
 use super::*;
 
 /// Checks the invariant of migration 6: every message row names a live message item with its
@@ -53,8 +53,7 @@ fn tick(app: &Connection) -> i64 {
 fn a_store_of_schema_5_links_every_message_and_keeps_folders_and_tombstones_found() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s5.db");
-    drop(Store::open_at(&path, 5).unwrap());
-    let app = Connection::open(&path).unwrap();
+    let app = old_store(&path, 5);
     app.execute_batch(
         "INSERT INTO folders (id, name) VALUES ('f', 'Inbox'), ('g', 'Old');
          INSERT INTO messages (id, folder_id, subject) VALUES

@@ -5,7 +5,7 @@
 
 use rusqlite::Connection;
 
-use super::tests::{public_rows, sync};
+use super::tests::{old_store, public_rows, sync};
 use super::*;
 use crate::knowledge::TickSet;
 use crate::model;
@@ -60,8 +60,7 @@ fn ticks(from: u64, to: u64) -> TickSet {
 /// item imported from replica `other` (its ticks 7 and 8), written as that schema's triggers and
 /// applier wrote them.
 fn store_at_schema(path: &std::path::Path, version: i64) -> Connection {
-    drop(Store::open_at(path, version).unwrap());
-    let app = Connection::open(path).unwrap();
+    let app = old_store(path, version);
     assert_eq!(user_version(&app), version);
     let mut other = Knowledge::new();
     other.insert_range(&ReplicaId::from("other"), 1, 8);
@@ -208,8 +207,7 @@ fn insert_plan(app: &Connection) -> Vec<String> {
 fn a_store_of_schema_4_gets_a_body_check_without_a_throwaway_index_and_the_same_rule() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s4.db");
-    drop(Store::open_at(&path, 4).unwrap());
-    let app = Connection::open(&path).unwrap();
+    let app = old_store(&path, 4);
     app.execute_batch(
         "INSERT INTO folders (id, name) VALUES ('f', 'Inbox');
          INSERT INTO messages (id, folder_id, body) VALUES

@@ -15,6 +15,13 @@ pub(super) fn new_store(dir: &tempfile::TempDir, name: &str) -> (Store, Connecti
     (store, app)
 }
 
+/// Makes a store at `path` as the release of schema `version` made it, closes it, and opens an
+/// application's connection to it: what a migration test starts from.
+pub(super) fn old_store(path: &std::path::Path, version: i64) -> Connection {
+    drop(Store::open_at(path, version).unwrap());
+    Connection::open(path).unwrap()
+}
+
 /// (unit code, replica index, tick) of every unit of an item, sorted.
 fn versions(app: &Connection, id: &str) -> Vec<(i64, i64, i64)> {
     let mut s = app

@@ -5,7 +5,7 @@
 
 use rusqlite::Connection;
 
-use super::tests::{new_store, public_rows, sync};
+use super::tests::{new_store, old_store, public_rows, sync};
 use super::*;
 use crate::model::Unit;
 
@@ -112,8 +112,7 @@ fn new_items_have_no_unit_rows_until_a_unit_changes_here_or_there() {
 fn a_store_of_schema_6_keeps_every_version_and_only_the_rows_of_changes() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s6.db");
-    drop(Store::open_at(&path, 6).unwrap());
-    let app = Connection::open(&path).unwrap();
+    let app = old_store(&path, 6);
     app.execute_batch(
         "INSERT INTO folders (id, name) VALUES ('f', 'Inbox');
          INSERT INTO messages (id, folder_id, subject) VALUES ('m1', 'f', 'one'), ('m2', 'f', 'two');
