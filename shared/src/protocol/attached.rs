@@ -36,10 +36,13 @@ thread_local! {
     /// Set while a message whose `type` is not first is read from a buffered copy, whose
     /// fields come in another order than the values were laid out in.
     static BUFFERED: Cell<bool> = const { Cell::new(false) };
-    /// The JSON size of the last batch this thread encoded: the next one's first guess, so a
-    /// batch's JSON is not grown by doubling through a dozen reallocations and copies.
-    static LAST_JSON_LEN: Cell<usize> = const { Cell::new(0) };
+    /// The buffers of the last frame this thread sent, kept for the next one it encodes.
+    static SPARE: RefCell<Buffers> = const { RefCell::new(Buffers::new()) };
 }
+
+/// The largest buffer kept for reuse: a batch of the default size needs ~2.3 MB, and a frame
+/// never exceeds [`MAX_FRAME`](super::frame::MAX_FRAME).
+const MAX_SPARE: usize = 16 * 1024 * 1024;
 
 /// The values attached so far, in the order met, and where each ends.
 struct Sink {
@@ -53,43 +56,111 @@ struct Source {
     end: usize,
 }
 
-/// A message as a frame's two parts: its JSON and the values attached after it.
-pub(super) struct Parts {
-    pub json: Vec<u8>,
-    pub attached: Vec<u8>,
+/// A frame's buffers: its JSON, its attached values in the order met, and where each value ends.
+///
+/// A sent frame's buffers are kept for the next frame the thread encodes ([`SPARE`]). A batch's
+/// ~2.3 MB taken fresh from the allocator each time were pages the kernel had to map and zero
+/// again: 107k page faults in an initial sync of 100k messages, a quarter of the synchronizer's
+/// CPU (`bench/PROFILE.md`, round nine).
+struct Buffers {
+    json: Vec<u8>,
+    values: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Buffers {
+    const fn new() -> Buffers {
+        Buffers {
+            json: Vec::new(),
+            values: Vec::new(),
+            ends: Vec::new(),
+        }
+    }
+
+    /// This thread's spare buffers, emptied.
+    fn spare() -> Buffers {
+        let mut buffers =
+            SPARE.with(|spare| std::mem::replace(&mut *spare.borrow_mut(), Buffers::new()));
+        buffers.json.clear();
+        buffers.values.clear();
+        buffers.ends.clear();
+        buffers
+    }
+}
+
+/// A message encoded as its frame's body: its JSON, then the values attached to it, the last met
+/// first ([`Parts::slices`]). The values are not copied into that order: the frame is written
+/// from the slices.
+pub(super) struct Parts(Buffers);
+
+impl Parts {
+    /// The message's JSON.
+    #[cfg(test)]
+    fn json(&self) -> &[u8] {
+        &self.0.json
+    }
+
+    /// The frame's body as the slices to write one after another: the JSON, then each attached
+    /// value, the last met first.
+    pub fn slices(&self) -> Vec<&[u8]> {
+        let Buffers { json, values, ends } = &self.0;
+        let mut slices = Vec::with_capacity(1 + ends.len());
+        slices.push(json.as_slice());
+        slices.extend(ends.iter().enumerate().rev().map(|(i, &end)| {
+            let start = if i == 0 { 0 } else { ends[i - 1] };
+            &values[start..end]
+        }));
+        slices
+    }
+
+    /// The attached values as they lie in the frame, after the JSON.
+    #[cfg(test)]
+    fn attached(&self) -> Vec<u8> {
+        self.slices()[1..].concat()
+    }
+}
+
+impl Drop for Parts {
+    /// Keeps the buffers for this thread's next frame, unless they grew past [`MAX_SPARE`].
+    fn drop(&mut self) {
+        let buffers = std::mem::replace(&mut self.0, Buffers::new());
+        if buffers.values.capacity() <= MAX_SPARE && buffers.json.capacity() <= MAX_SPARE {
+            SPARE.with(|spare| *spare.borrow_mut() = buffers);
+        }
+    }
 }
 
 /// Encodes `message`, attaching the bodies and headers it carries.
 pub(super) fn encode(message: &Message) -> Result<Parts, serde_json::Error> {
-    let len = attached_len(message);
+    let Buffers {
+        mut json,
+        mut values,
+        ends,
+    } = Buffers::spare();
+    values.reserve(attached_len(message));
     SINK.with(|sink| {
         *sink.borrow_mut() = Some(Sink {
-            bytes: Vec::with_capacity(len),
-            ends: Vec::new(),
+            bytes: values,
+            ends,
         })
     });
     // Takes the sink down however encoding ends (a panicking `Serialize` included), so no later
     // inline write finds it set.
     let open = OnDrop(|| drop(SINK.with(|sink| sink.borrow_mut().take())));
-    let is_batch = matches!(message, Message::ChangeBatch(_));
-    let mut json = Vec::with_capacity(if is_batch { LAST_JSON_LEN.get() } else { 128 });
     let written = serde_json::to_writer(&mut json, message);
     let sink = SINK.with(|sink| sink.borrow_mut().take());
     drop(open);
+    let Sink { bytes, ends } = sink.unwrap_or(Sink {
+        bytes: Vec::new(),
+        ends: Vec::new(),
+    });
+    let parts = Parts(Buffers {
+        json,
+        values: bytes,
+        ends,
+    });
     written?;
-    if is_batch {
-        LAST_JSON_LEN.set(json.len() + json.len() / 8);
-    }
-    // Last value met first: the reader counts from the frame's end.
-    let mut attached = Vec::new();
-    if let Some(Sink { bytes, ends }) = sink {
-        attached.reserve_exact(bytes.len());
-        for (i, end) in ends.iter().enumerate().rev() {
-            let start = if i == 0 { 0 } else { ends[i - 1] };
-            attached.extend_from_slice(&bytes[start..*end]);
-        }
-    }
-    Ok(Parts { json, attached })
+    Ok(parts)
 }
 
 /// About how many bytes `message`'s attachments will take.
@@ -379,7 +450,7 @@ mod tests {
             ],
         );
         let parts = encode(&sent).unwrap();
-        let json = String::from_utf8(parts.json.clone()).unwrap();
+        let json = String::from_utf8(parts.json().to_vec()).unwrap();
         assert!(json.contains(r#""headers":{"text_bytes":21}"#), "{json}");
         assert!(json.contains(r#""body":{"text_bytes":16}"#), "{json}");
         assert!(json.contains(r#""body":{"blob_bytes":3}"#), "{json}");
@@ -403,8 +474,8 @@ mod tests {
             b"",
         ];
         let expected: Vec<u8> = met.into_iter().rev().flatten().copied().collect();
-        assert_eq!(parts.attached, expected);
-        let got = read(&parts.json, &parts.attached).unwrap();
+        assert_eq!(parts.attached(), expected);
+        let got = read(parts.json(), &parts.attached()).unwrap();
         let want = |body| (headers.to_string(), body);
         assert_eq!(
             contents(&got),
@@ -440,6 +511,38 @@ mod tests {
         );
     }
 
+    /// A sent frame's buffers serve the next frame: the next one's bytes are its own (nothing of
+    /// the bigger frame before it is left in them), and a frame too big to keep is let go.
+    #[test]
+    fn a_frames_buffers_are_reused_by_the_next_and_hold_only_its_bytes() {
+        let big = encode(&batch(
+            "H: big\r\n",
+            vec![Some(Body::Text("x".repeat(5000)))],
+        ))
+        .unwrap();
+        let big_capacity = big.0.values.capacity();
+        drop(big);
+        let small_batch = batch("H: s\r\n", vec![Some(Body::Text("ab".into()))]);
+        let small = encode(&small_batch).unwrap();
+        assert!(
+            small.0.values.capacity() >= big_capacity,
+            "the spare buffer is taken"
+        );
+        assert_eq!(small.attached(), b"abH: s\r\n");
+        let got = read(small.json(), &small.attached()).unwrap();
+        assert_eq!(contents(&got), contents(&small_batch));
+        drop(small);
+
+        let mut huge = encode(&small_batch).unwrap();
+        huge.0.values.reserve(MAX_SPARE + 1);
+        drop(huge);
+        let next = encode(&small_batch).unwrap();
+        assert!(
+            next.0.values.capacity() < MAX_SPARE,
+            "a huge buffer is not kept"
+        );
+    }
+
     #[test]
     fn attachments_that_do_not_add_up_are_refused_by_name() {
         let parts = encode(&batch(
@@ -450,7 +553,7 @@ mod tests {
             ],
         ))
         .unwrap();
-        assert_eq!(parts.attached, b"deabc");
+        assert_eq!(parts.attached(), b"deabc");
         for (attached, wanted) in [
             (
                 &b"eabc"[..],
@@ -465,10 +568,10 @@ mod tests {
                 "an attached TEXT body is not UTF-8 (at byte 1)",
             ),
         ] {
-            let err = read(&parts.json, attached).unwrap_err().to_string();
+            let err = read(parts.json(), attached).unwrap_err().to_string();
             assert!(err.contains(wanted), "{err}");
         }
-        let huge = String::from_utf8(parts.json).unwrap().replace(
+        let huge = String::from_utf8(parts.json().to_vec()).unwrap().replace(
             r#"{"text_bytes":3}"#,
             r#"{"text_bytes":18446744073709551615}"#,
         );
@@ -488,7 +591,7 @@ mod tests {
     #[test]
     fn attached_values_need_type_first() {
         let parts = encode(&batch("H: v\r\n", vec![Some(Body::Text("abc".into()))])).unwrap();
-        let json = String::from_utf8(parts.json).unwrap();
+        let json = String::from_utf8(parts.json().to_vec()).unwrap();
         let moved = json
             .replacen(r#"{"type":"change_batch","#, "{", 1)
             .replacen(
@@ -497,14 +600,14 @@ mod tests {
                 1,
             );
         assert_ne!(moved, json);
-        let err = read(moved.as_bytes(), &parts.attached)
+        let err = read(moved.as_bytes(), &parts.attached())
             .unwrap_err()
             .to_string();
         assert!(
             err.contains("in a message whose `type` is not its first field"),
             "{err}"
         );
-        assert!(read(json.as_bytes(), &parts.attached).is_ok());
+        assert!(read(json.as_bytes(), &parts.attached()).is_ok());
     }
 
     /// Bytes after a message without attached values are refused; whitespace, which JSON

@@ -47,7 +47,7 @@ impl<S: AsyncRead + AsyncWrite> Connection<S> {
 
     /// Sends a message encoded beforehand (see [`Encoded`]) and flushes it.
     pub async fn send_encoded(&mut self, message: &Encoded) -> Result<(), ProtocolError> {
-        write_frame(&mut self.writer, &[&message.0.json, &message.0.attached]).await?;
+        write_frame(&mut self.writer, &message.0.slices()).await?;
         self.writer.flush().await?;
         Ok(())
     }
