@@ -10,13 +10,14 @@
 //! committed while the import goes on appending: a passive checkpoint never blocks a writer.
 //!
 //! The WAL starts over from its beginning only when a write transaction begins with every frame
-//! copied. So the thread repeats its pass until one copies the whole WAL (that pass also syncs
-//! the database), at most [`MAX_PASSES`] times. A batch is nearly always mid-transaction when the
-//! passes end, and its commit appends behind them; so at its next commit after the passes the
-//! import connection copies the frames committed since, itself, between two transactions: a
-//! small checkpoint, the bulk being copied and synced by then. Its next transaction starts the
-//! WAL over. The WAL stays bounded: past [`HARD_LIMIT_FACTOR`] times the threshold, a commit
-//! waits for the running pass instead of letting the WAL grow further.
+//! copied. A pass copies the frames committed when it began, and the import commits more while
+//! it runs; so the thread passes again over those, each pass shorter than the one before, until
+//! one finds only a tenth of the threshold new, at most [`MAX_PASSES`] times ([`converge`]). At
+//! its next commit after the passes the import connection copies the frames committed since,
+//! itself, between two transactions, and syncs the database: a small checkpoint, the bulk being
+//! copied by then. Its next transaction starts the WAL over. The WAL stays bounded: past
+//! [`HARD_LIMIT_FACTOR`] times the threshold, a commit waits for the running pass instead of
+//! letting the WAL grow further.
 //!
 //! Durability is SQLite's own: a checkpoint is crash-safe from any connection, a commit is as
 //! durable as before (`synchronous` is unchanged; a checkpoint only moves pages), and a pass
@@ -39,7 +40,10 @@ use super::error::{SqlContext, StoreError};
 pub const HARD_LIMIT_FACTOR: c_int = 3;
 
 /// Passes in a row before the thread leaves the rest to the import connection.
-pub const MAX_PASSES: usize = 4;
+pub const MAX_PASSES: usize = 8;
+
+/// A pass that finds at most the threshold over this many new frames is the thread's last.
+const FEW_FRAMES_DIVISOR: c_int = 10;
 
 thread_local! {
     /// The frames in the WAL after the last commit on this thread, noted by the WAL hook and
@@ -108,9 +112,10 @@ impl Checkpointer {
             .ctx(path, "cannot set pragmas")?;
         let shared: Shared = Arc::default();
         let theirs = shared.clone();
+        let few = i64::from(threshold.max(1) / FEW_FRAMES_DIVISOR);
         let thread = std::thread::Builder::new()
             .name("checkpointer".into())
-            .spawn(move || run(conn, theirs))
+            .spawn(move || run(conn, theirs, few))
             .map_err(|source| StoreError::Checkpointer {
                 path: path.to_path_buf(),
                 source,
@@ -177,8 +182,9 @@ impl Drop for Checkpointer {
     }
 }
 
-/// The thread: waits for a request, runs its passes, reports, until told to stop.
-fn run(conn: Connection, shared: Shared) {
+/// The thread: waits for a request, runs its passes (see [`converge`]), reports, until told to
+/// stop.
+fn run(conn: Connection, shared: Shared, few: i64) {
     loop {
         let mut state = lock(&shared);
         while !state.wanted && !state.stop {
@@ -191,7 +197,7 @@ fn run(conn: Connection, shared: Shared) {
         state.running = true;
         drop(state);
         let start = Instant::now();
-        let result = passes(&conn);
+        let result = passes(&conn, few);
         let mut state = lock(&shared);
         state.running = false;
         state.finished = true;
@@ -208,19 +214,43 @@ fn run(conn: Connection, shared: Shared) {
     }
 }
 
-/// Passive checkpoints until one copies the whole WAL, at most [`MAX_PASSES`]: how many ran,
-/// and whether the last reached the WAL's end.
-fn passes(conn: &Connection) -> Result<(usize, bool), rusqlite::Error> {
-    for pass in 1..=MAX_PASSES {
-        let (log, copied): (i64, i64) =
-            conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-                Ok((r.get(1)?, r.get(2)?))
-            })?;
-        if copied >= log {
-            return Ok((pass, true));
+/// Passive checkpoints of `conn`'s WAL until one finds at most `few` frames committed since the
+/// pass before it, at most [`MAX_PASSES`]: how many ran, and whether the last copied every frame
+/// it found.
+fn passes(conn: &Connection, few: i64) -> Result<(usize, bool), rusqlite::Error> {
+    converge(few, || {
+        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+            Ok((r.get(1)?, r.get(2)?))
+        })
+    })
+}
+
+/// The passes' rule, apart from SQLite: `pass` runs one and tells the frames in the WAL when it
+/// began and how many of them are copied.
+///
+/// One pass copies what was committed when it began, ~10,000 frames in ~100 ms, and the import
+/// commits a batch every ~15 ms meanwhile. The import then had to copy those frames itself,
+/// before its reply: the catch-up took a batch from ~15 ms to 70-90 ms, three times in a sync of
+/// 100k messages (`bench/PROFILE.md`, round nine). So the thread passes again over what came
+/// meanwhile, each pass shorter than the one before, until one finds only `few` new frames: the
+/// import is left a batch's worth or so.
+fn converge(
+    few: i64,
+    mut pass: impl FnMut() -> Result<(i64, i64), rusqlite::Error>,
+) -> Result<(usize, bool), rusqlite::Error> {
+    let mut before: Option<i64> = None;
+    let mut complete = false;
+    for n in 1..=MAX_PASSES {
+        let (log, copied) = pass()?;
+        complete = copied >= log;
+        // A WAL that started over since the pass before (log < before) has little in it.
+        let new = before.map(|b| log - b);
+        if complete && new.is_some_and(|new| new <= few) {
+            return Ok((n, true));
         }
+        before = Some(log);
     }
-    Ok((MAX_PASSES, false))
+    Ok((MAX_PASSES, complete))
 }
 
 #[cfg(test)]
@@ -267,6 +297,57 @@ mod tests {
     fn scratch_rows(conn: &Connection) -> usize {
         conn.query_row("SELECT count(*) FROM scratch", [], |r| r.get(0))
             .unwrap()
+    }
+
+    /// Runs [`converge`] over the passes' (log, copied) in `seen`, `few` = 1000: the passes it
+    /// ran and whether the last was complete.
+    fn converge_over(seen: &[(i64, i64)]) -> (usize, bool) {
+        let mut passes = seen.iter().copied();
+        converge(1000, || {
+            Ok(passes.next().expect("no more passes than given"))
+        })
+        .unwrap()
+    }
+
+    /// The thread passes again while the import commits much during a pass, and stops at the
+    /// first pass that found few new frames: the import's catch-up is left a batch's worth.
+    #[test]
+    fn passes_go_on_until_one_finds_few_new_frames() {
+        // Each pass finds what was committed during the one before: 5400, 2700, 1400, 800.
+        let shrinking = [
+            (10_000, 10_000),
+            (15_400, 15_400),
+            (18_100, 18_100),
+            (19_500, 19_500),
+            (20_300, 20_300),
+        ];
+        assert_eq!(converge_over(&shrinking), (5, true));
+        // Nothing committed during the first pass: the second finds nothing and ends.
+        assert_eq!(
+            converge_over(&[(10_000, 10_000), (10_000, 10_000)]),
+            (2, true)
+        );
+        // A WAL that started over between two passes holds little.
+        assert_eq!(converge_over(&[(10_000, 10_000), (300, 300)]), (2, true));
+        // A pass held back by a reader does not end the passes, however few frames were new.
+        assert_eq!(
+            converge_over(&[(10_000, 10_000), (10_500, 9_000), (10_600, 10_600)]),
+            (3, true)
+        );
+    }
+
+    /// An import that commits as fast as the passes copy gets at most [`MAX_PASSES`] of them.
+    #[test]
+    fn passes_stop_after_the_most_allowed() {
+        let endless: Vec<(i64, i64)> = (1..=MAX_PASSES as i64)
+            .map(|n| (n * 10_000, n * 10_000))
+            .collect();
+        assert_eq!(converge_over(&endless), (MAX_PASSES, true));
+        let mut held: Vec<(i64, i64)> = endless.clone();
+        if let Some(last) = held.last_mut() {
+            last.1 -= 1;
+        }
+        assert_eq!(converge_over(&held), (MAX_PASSES, false));
     }
 
     /// The import's commits never checkpoint, yet the WAL starts over again and again: it
