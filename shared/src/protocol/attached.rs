@@ -40,8 +40,8 @@ thread_local! {
     static SPARE: RefCell<Buffers> = const { RefCell::new(Buffers::new()) };
 }
 
-/// The largest buffer kept for reuse: a batch of the default size needs ~2.3 MB, and a frame
-/// never exceeds [`MAX_FRAME`](super::frame::MAX_FRAME).
+/// The largest buffer kept for reuse (a batch of the default size needs ~2.3 MB): a thread that
+/// once sent a huge frame does not hold its memory for ever.
 const MAX_SPARE: usize = 16 * 1024 * 1024;
 
 /// The values attached so far, in the order met, and where each ends.

@@ -42,7 +42,7 @@ pub const HARD_LIMIT_FACTOR: c_int = 3;
 /// Passes in a row before the thread leaves the rest to the import connection.
 pub const MAX_PASSES: usize = 8;
 
-/// A pass that finds at most the threshold over this many new frames is the thread's last.
+/// The thread's last pass is the first that finds at most the threshold / this many new frames.
 const FEW_FRAMES_DIVISOR: c_int = 10;
 
 thread_local! {
@@ -230,8 +230,8 @@ fn passes(conn: &Connection, few: i64) -> Result<(usize, bool), rusqlite::Error>
 ///
 /// One pass copies what was committed when it began, ~10,000 frames in ~100 ms, and the import
 /// commits a batch every ~15 ms meanwhile. The import then had to copy those frames itself,
-/// before its reply: the catch-up took a batch from ~15 ms to 70-90 ms, three times in a sync of
-/// 100k messages (`bench/PROFILE.md`, round nine). So the thread passes again over what came
+/// before its reply: the catch-up took a batch from ~14 ms to 85-200 ms, three times in a sync
+/// of 100k messages (`bench/PROFILE.md`, round nine). So the thread passes again over what came
 /// meanwhile, each pass shorter than the one before, until one finds only `few` new frames: the
 /// import is left a batch's worth or so.
 fn converge(
