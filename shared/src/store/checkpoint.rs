@@ -294,6 +294,14 @@ mod tests {
         wal_len(&store.path)
     }
 
+    /// A new store in its own directory, its checkpoints on the thread past `THRESHOLD` pages.
+    fn store_with_checkpointer() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("store.db")).unwrap();
+        store.checkpoint_in_background_past(THRESHOLD).unwrap();
+        (dir, store)
+    }
+
     fn scratch_rows(conn: &Connection) -> usize {
         conn.query_row("SELECT count(*) FROM scratch", [], |r| r.get(0))
             .unwrap()
@@ -354,10 +362,7 @@ mod tests {
     /// never holds much more than the hard limit, while ten times that went through it.
     #[test]
     fn the_wal_stays_bounded_while_the_thread_checkpoints() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("store.db");
-        let mut store = Store::open(&path).unwrap();
-        store.checkpoint_in_background_past(THRESHOLD).unwrap();
+        let (_dir, store) = store_with_checkpointer();
         let high_water = fill(&store);
 
         let frame = PAGE_SIZE as u64 + 24;
@@ -397,10 +402,8 @@ mod tests {
     /// close checkpoints the WAL and removes it, and everything committed is in the database.
     #[test]
     fn dropping_the_store_stops_the_thread() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("store.db");
-        let mut store = Store::open(&path).unwrap();
-        store.checkpoint_in_background_past(THRESHOLD).unwrap();
+        let (_dir, store) = store_with_checkpointer();
+        let path = store.path.clone();
         fill(&store);
         drop(store);
         assert!(

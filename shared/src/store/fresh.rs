@@ -22,12 +22,13 @@
 //! - Switching expires the connection's prepared statements (they are prepared again at their
 //!   next use), so a batch switches at most twice in the common case.
 //!
-//! Such a message is also created without being looked up first (`Store::create_unseen`): its
-//! folder's existence is checked once per batch, and its item row is inserted before its message
-//! row, so a store that knows the id after all (its tombstone, or a message two stores made with
-//! one id) refuses that row by its unique id before anything of the item is written, and the
-//! change takes the ordinary path. Two statements fewer per message: −6.5 % of the collector's
-//! instructions at 10k.
+//! Such a message is also created without the full lookup of `local_item`
+//! (`Store::create_unseen`): its folder's existence is checked once per batch, a tombstone with
+//! its id by one probe of the small `sync_items_by_id` (folders and tombstones only), and a live
+//! message with its id (two stores made one id) by `messages`' own id index, which refuses the
+//! plain INSERT of the message row; the item row inserted just before is then taken back and the
+//! change takes the ordinary path. −6.5 % of the collector's instructions at 10k when it came
+//! (`bench/PROFILE.md`, step 11).
 //!
 //! The setting belongs to the connection only: applications' connections, and the store's own
 //! once the batch is applied, track every write as before.
