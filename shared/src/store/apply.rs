@@ -283,13 +283,7 @@ impl Store {
             // New messages first, with the triggers off (see `fresh`); on again whatever happens.
             let folders = self.existing_folders(&new)?;
             self.set_triggers(false)?;
-            let created = new.into_iter().try_for_each(|change| {
-                let arrival = match folder_of(change) {
-                    Some(folder) if folders.contains(folder) => Arrival::Unseen,
-                    _ => Arrival::Batch,
-                };
-                self.apply_guarded(session, &mut item, change, arrival)
-            });
+            let created = self.apply_new_messages(session, &mut item, new, &folders);
             self.set_triggers(true)?;
             created?;
         }
@@ -329,6 +323,41 @@ impl Store {
         self.save_learned(&learned)?;
         outcome.knowledge = self.knowledge()?;
         Ok(outcome)
+    }
+
+    /// Applies the batch's new messages (see `fresh`), with the connection's triggers off. In a
+    /// first attempt those whose folder exists are created together, with statements prepared
+    /// once for the batch ([`Store::create_unseen`]); the others, and those the store turns out
+    /// to know, take the ordinary way. Per item (after a failure), each is created on its own
+    /// inside its savepoint.
+    fn apply_new_messages(
+        &mut self,
+        session: &mut ImportSession,
+        item: &mut ItemContext<'_>,
+        new: Vec<&ItemChange>,
+        folders: &HashSet<&str>,
+    ) -> Result<(), StoreError> {
+        let in_known_folder =
+            |change: &ItemChange| folder_of(change).is_some_and(|f| folders.contains(f));
+        let (unseen, other): (Vec<&ItemChange>, Vec<&ItemChange>) =
+            new.into_iter().partition(|change| {
+                item.guard == Guard::Optimistic
+                    && in_known_folder(change)
+                    && !session.failed.contains(&change.id)
+            });
+        let known = self.create_unseen(&unseen)?;
+        item.outcome.applied += (unseen.len() - known.len()) as u64;
+        for change in other {
+            let arrival = match in_known_folder(change) {
+                true => Arrival::Unseen,
+                false => Arrival::Batch,
+            };
+            self.apply_guarded(session, item, change, arrival)?;
+        }
+        for change in known {
+            self.apply_guarded(session, item, change, Arrival::Batch)?;
+        }
+        Ok(())
     }
 
     /// Applies one item. With [`Guard::PerItem`] it runs inside a savepoint, so a constraint an
@@ -418,10 +447,8 @@ impl Store {
         arrival: Arrival,
         report: &mut ItemReport,
     ) -> Result<Step, StoreError> {
-        if arrival == Arrival::Unseen {
-            if let Some(step) = self.create_unseen(change)? {
-                return Ok(step);
-            }
+        if arrival == Arrival::Unseen && self.create_unseen(&[change])?.is_empty() {
+            return Ok(Step::Applied);
         }
         if change.versions().all(|v| known.contains(v)) && !self.fills_in(change)? {
             return Ok(Step::Skipped);
@@ -813,47 +840,6 @@ impl Store {
         Ok(Step::Applied)
     }
 
-    /// Creates a message the split found unseen, without looking it up first (the import's
-    /// hottest path). A store that knows the id after all is found out before anything of the
-    /// item stays written, and `None` sends the change the ordinary way, which looks it up:
-    /// - a tombstone (or a folder) with the id by one probe of `sync_items_by_id`, which holds
-    ///   only folders and tombstones and so stays small;
-    /// - a live message with the id (two stores made one id) by `messages`' own id index, which
-    ///   refuses the plain INSERT of the message row; the item row inserted just before it is
-    ///   then removed again.
-    fn create_unseen(&mut self, change: &ItemChange) -> Result<Option<Step>, StoreError> {
-        let known: bool = self
-            .conn
-            .prepare_cached(
-                "SELECT EXISTS (SELECT 1 FROM sync_items \
-                 WHERE id = ?1 AND (kind = 0 OR deleted_at IS NOT NULL))",
-            )
-            .and_then(|mut s| s.query_row([&change.id], |r| r.get(0)))
-            .ctx(&self.path, "cannot look up an item")?;
-        if known {
-            return Ok(None);
-        }
-        self.record_item(change, INSERT_ITEM, &change.id)?;
-        let rid = self.conn.last_insert_rowid();
-        match self.insert_message(change, rid, INSERT_MESSAGE) {
-            Err(StoreError::Sqlite {
-                source: rusqlite::Error::SqliteFailure(e, _),
-                ..
-            }) if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
-                || e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE =>
-            {
-                self.conn
-                    .prepare_cached("DELETE FROM sync_items WHERE rid = ?1")
-                    .and_then(|mut s| s.execute([rid]))
-                    .ctx(&self.path, "cannot take back an item row")?;
-                return Ok(None);
-            }
-            other => other?,
-        }
-        self.insert_unit_versions(rid, change)?;
-        Ok(Some(Step::Applied))
-    }
-
     /// The folders that exist here, of those the `messages` are in: looked up once per batch,
     /// not once per message.
     fn existing_folders<'c>(
@@ -873,18 +859,35 @@ impl Store {
         Ok(exist)
     }
 
-    /// A message row with all its values in one statement (the import's hot path), linked to
-    /// its item row at `rid`; `sql` is [`INSERT_MESSAGE`] or [`UPSERT_MESSAGE`].
+    /// A message row with all its values in one statement, linked to its item row at `rid`;
+    /// `sql` is [`INSERT_MESSAGE`] or [`UPSERT_MESSAGE`].
     fn insert_message(
         &mut self,
         change: &ItemChange,
         rid: i64,
         sql: &str,
     ) -> Result<(), StoreError> {
+        let row = self.message_row(change)?;
+        if row.withheld {
+            self.mark_headers_only(&change.id, true)?;
+        }
+        self.conn
+            .prepare_cached(sql)
+            .and_then(|mut s| row.execute(&mut s, rid))
+            .map(|_| ())
+            .ctx(&self.path, "cannot create a message")
+    }
+
+    /// The values of `change`'s message row, as [`INSERT_MESSAGE`] and [`UPSERT_MESSAGE`] bind
+    /// them. Refused if it has no content.
+    pub(super) fn message_row<'c>(
+        &self,
+        change: &'c ItemChange,
+    ) -> Result<MessageRow<'c>, StoreError> {
         let (mut folder, mut is_read, mut content) = (None, false, None);
         for u in &change.units {
             match &u.value {
-                UnitValue::Location { folder_id } => folder = Some(folder_id),
+                UnitValue::Location { folder_id } => folder = Some(folder_id.as_str()),
                 UnitValue::Read { is_read: r } => is_read = *r,
                 UnitValue::Content { .. } => content = Some(&u.value),
                 _ => {}
@@ -903,27 +906,17 @@ impl Store {
                 change.id
             )));
         };
-        if body.as_ref().is_some_and(|b| b.is_withheld()) {
-            self.mark_headers_only(&change.id, true)?;
-        }
-        let body = self.body_value(&change.id, body.as_ref())?;
-        self.conn
-            .prepare_cached(sql)
-            .and_then(|mut s| {
-                s.execute(rusqlite::params![
-                    change.id,
-                    folder,
-                    subject,
-                    sender,
-                    received_at,
-                    headers,
-                    body,
-                    is_read as i64,
-                    rid
-                ])
-            })
-            .map(|_| ())
-            .ctx(&self.path, "cannot create a message")
+        Ok(MessageRow {
+            id: &change.id,
+            folder,
+            subject,
+            sender,
+            received_at: *received_at,
+            headers,
+            withheld: body.as_ref().is_some_and(|b| b.is_withheld()),
+            body: self.body_value(&change.id, body.as_ref())?,
+            is_read,
+        })
     }
 
     fn body_value<'a>(
@@ -1021,28 +1014,14 @@ impl Store {
 
     /// Records the version of a unit the item at `rid` does not have yet: a plain INSERT.
     fn insert_unit_version(&mut self, item: i64, u: &UnitState) -> Result<(), StoreError> {
-        self.unit_version(
-            "INSERT INTO sync_units (item, unit, r, t, at, phase) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            item,
-            u,
-        )
+        self.unit_version(INSERT_UNIT, item, u)
     }
 
     fn unit_version(&mut self, sql: &str, item: i64, u: &UnitState) -> Result<(), StoreError> {
         let r = self.ensure_index(&u.version.replica)?;
-        let unit = u.value.unit();
         self.conn
             .prepare_cached(sql)
-            .and_then(|mut s| {
-                s.execute(rusqlite::params![
-                    item,
-                    unit.code(),
-                    r,
-                    u.version.tick as i64,
-                    u.at,
-                    unit.phase().code()
-                ])
-            })
+            .and_then(|mut s| execute_unit_version(&mut s, item, r, u))
             .map(|_| ())
             .ctx(&self.path, "cannot record a version")
     }
@@ -1166,7 +1145,7 @@ impl Store {
             .ctx(&self.path, "cannot save knowledge")
     }
 
-    fn ensure_index(&mut self, replica: &ReplicaId) -> Result<i64, StoreError> {
+    pub(super) fn ensure_index(&mut self, replica: &ReplicaId) -> Result<i64, StoreError> {
         if let Some(idx) = self.index_of(replica)? {
             return Ok(idx);
         }
@@ -1229,9 +1208,45 @@ fn in_apply_order(changes: &[ItemChange]) -> Vec<&ItemChange> {
     order
 }
 
+/// The values of one message row (see [`Store::message_row`]).
+pub(super) struct MessageRow<'c> {
+    id: &'c str,
+    folder: Option<&'c str>,
+    subject: &'c str,
+    sender: &'c str,
+    received_at: i64,
+    headers: &'c str,
+    body: Option<rusqlite::types::ToSqlOutput<'c>>,
+    is_read: bool,
+    /// Its body is withheld (a header-only scope): the store records it as headers only.
+    pub(super) withheld: bool,
+}
+
+impl MessageRow<'_> {
+    /// Runs `statement` ([`INSERT_MESSAGE`] or [`UPSERT_MESSAGE`]) with the row's values, linked
+    /// to the item row at `rid`.
+    pub(super) fn execute(
+        &self,
+        statement: &mut rusqlite::Statement<'_>,
+        rid: i64,
+    ) -> rusqlite::Result<usize> {
+        statement.execute(rusqlite::params![
+            self.id,
+            self.folder,
+            self.subject,
+            self.sender,
+            self.received_at,
+            self.headers,
+            self.body,
+            self.is_read as i64,
+            rid
+        ])
+    }
+}
+
 /// A new message row, linked to its item row: (id, folder, subject, sender, received_at,
 /// headers, body, is_read, sync_rid). A plain INSERT: `messages`' id index refuses an id held.
-const INSERT_MESSAGE: &str = "INSERT INTO messages \
+pub(super) const INSERT_MESSAGE: &str = "INSERT INTO messages \
      (id, folder_id, subject, sender, received_at, headers, body, is_read, sync_rid) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
 
@@ -1246,13 +1261,37 @@ const UPSERT_MESSAGE: &str = "INSERT INTO messages \
 
 /// A new item's row in `sync_items`: (id, kind, created replica index, created tick, created
 /// at).
-const INSERT_ITEM: &str =
+pub(super) const INSERT_ITEM: &str =
     "INSERT INTO sync_items (id, kind, created_r, created_t, deleted_at, created_at) \
      VALUES (?1, ?2, ?3, ?4, NULL, ?5)";
 
+/// A unit version an item does not have yet: (item rid, unit code, replica index, tick, at,
+/// phase code).
+pub(super) const INSERT_UNIT: &str =
+    "INSERT INTO sync_units (item, unit, r, t, at, phase) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+
+/// Runs `statement` ([`INSERT_UNIT`] or an upsert of the same values) for `u`'s version, whose
+/// replica has index `r`, on the item at `item`.
+pub(super) fn execute_unit_version(
+    statement: &mut rusqlite::Statement<'_>,
+    item: i64,
+    r: i64,
+    u: &UnitState,
+) -> rusqlite::Result<usize> {
+    let unit = u.value.unit();
+    statement.execute(rusqlite::params![
+        item,
+        unit.code(),
+        r,
+        u.version.tick as i64,
+        u.at,
+        unit.phase().code()
+    ])
+}
+
 /// When an incoming item was created (unix ms): the time of its units that carry its creation
 /// version (one row change made them all), 0 if none does.
-fn created_at(change: &ItemChange) -> i64 {
+pub(super) fn created_at(change: &ItemChange) -> i64 {
     change
         .units
         .iter()

@@ -23,24 +23,34 @@
 //!   next use), so a batch switches at most twice in the common case.
 //!
 //! Such a message is also created without the full lookup of `local_item`
-//! (`Store::create_unseen`): its folder's existence is checked once per batch, a tombstone with
+//! ([`Store::create_unseen`]): its folder's existence is checked once per batch, a tombstone with
 //! its id by one probe of the small `sync_items_by_id` (folders and tombstones only), and a live
 //! message with its id (two stores made one id) by `messages`' own id index, which refuses the
 //! plain INSERT of the message row; the item row inserted just before is then taken back and the
 //! change takes the ordinary path. −6.5 % of the collector's instructions at 10k when it came
 //! (`bench/PROFILE.md`, step 11).
 //!
+//! A batch's unseen messages are created together, with their statements prepared once for the
+//! batch: taking a statement from rusqlite's cache and giving it back (a copy of its SQL as the
+//! cache key, two hashes of it, clearing the bindings) cost more than a tenth of each message's
+//! statements when every message took its three (step 22).
+//!
 //! The setting belongs to the connection only: applications' connections, and the store's own
 //! once the batch is applied, track every write as before.
 
 use rusqlite::config::DbConfig;
 
+use super::apply::{created_at, execute_unit_version, INSERT_ITEM, INSERT_MESSAGE, INSERT_UNIT};
 use super::error::SqlContext;
 use super::items::ItemChange;
 use super::schema::OWN_MESSAGE_TRIGGERS;
 use super::{Store, StoreError};
-use crate::knowledge::Knowledge;
+use crate::knowledge::{Knowledge, ReplicaId};
 use crate::model::ItemKind;
+
+/// Whether the store holds a folder or a tombstone with the id: what the split cannot see.
+const PROBE_KNOWN_ID: &str = "SELECT EXISTS (SELECT 1 FROM sync_items \
+     WHERE id = ?1 AND (kind = 0 OR deleted_at IS NOT NULL))";
 
 impl Store {
     /// Switches the connection's triggers on or off. Switching to the current state changes
@@ -50,6 +60,113 @@ impl Store {
             .set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER, on)
             .map(|_| ())
             .ctx(&self.path, "cannot switch the import connection's triggers")
+    }
+
+    /// Creates `changes`, messages the split found unseen whose folders exist, without looking
+    /// each up first (the import's hottest path), with the connection's triggers off and the
+    /// statements prepared once for all of them. A store that knows an id after all is found
+    /// out before anything of that item stays written:
+    /// - a tombstone (or a folder) with the id by one probe of `sync_items_by_id`, which holds
+    ///   only folders and tombstones and so stays small;
+    /// - a live message with the id (two stores made one id) by `messages`' own id index, which
+    ///   refuses the plain INSERT of the message row; the item row inserted just before it is
+    ///   then removed again.
+    ///
+    /// Returns those changes, in their order, for the ordinary way, which looks them up.
+    pub(super) fn create_unseen<'c>(
+        &mut self,
+        changes: &[&'c ItemChange],
+    ) -> Result<Vec<&'c ItemChange>, StoreError> {
+        let mut known = Vec::new();
+        if changes.is_empty() {
+            return Ok(known);
+        }
+        let replicas = self.replica_indexes(changes)?;
+        let index = |replica: &ReplicaId| {
+            replicas
+                .iter()
+                .find(|(r, _)| *r == replica)
+                .map(|(_, idx)| *idx)
+        };
+        let (conn, path) = (&self.conn, &self.path);
+        let prepare = |sql| {
+            conn.prepare_cached(sql)
+                .ctx(path, "cannot prepare an import statement")
+        };
+        let (mut probe, mut item) = (prepare(PROBE_KNOWN_ID)?, prepare(INSERT_ITEM)?);
+        let (mut message, mut unit) = (prepare(INSERT_MESSAGE)?, prepare(INSERT_UNIT)?);
+        for &change in changes {
+            let held: bool = probe
+                .query_row([&change.id], |r| r.get(0))
+                .ctx(path, "cannot look up an item")?;
+            let created_r = index(&change.created.replica);
+            let all_indexed = change
+                .units
+                .iter()
+                .all(|u| index(&u.version.replica).is_some());
+            let (false, Some(created_r), true) = (held, created_r, all_indexed) else {
+                known.push(change);
+                continue;
+            };
+            let row = self.message_row(change)?;
+            let created_at = created_at(change);
+            item.execute(rusqlite::params![
+                change.id,
+                change.kind.code(),
+                created_r,
+                change.created.tick as i64,
+                created_at
+            ])
+            .ctx(path, "cannot record an item")?;
+            let rid = conn.last_insert_rowid();
+            match row.execute(&mut message, rid) {
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+                        || e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE =>
+                {
+                    conn.prepare_cached("DELETE FROM sync_items WHERE rid = ?1")
+                        .and_then(|mut s| s.execute([rid]))
+                        .ctx(path, "cannot take back an item row")?;
+                    known.push(change);
+                    continue;
+                }
+                other => other.ctx(path, "cannot create a message")?,
+            };
+            if row.withheld {
+                self.mark_headers_only(&change.id, true)?;
+            }
+            // Only the units whose version or time differ from the item's creation have a row
+            // (migration 7); a message as its store made it has none.
+            for u in &change.units {
+                let Some(r) = index(&u.version.replica) else {
+                    continue;
+                };
+                if u.version != change.created || u.at != created_at {
+                    execute_unit_version(&mut unit, rid, r, u)
+                        .ctx(path, "cannot record a version")?;
+                }
+            }
+        }
+        Ok(known)
+    }
+
+    /// The replica index of every version `changes` carry, each replica once (recorded in
+    /// `sync_replicas` if new).
+    fn replica_indexes<'c>(
+        &mut self,
+        changes: &[&'c ItemChange],
+    ) -> Result<Vec<(&'c ReplicaId, i64)>, StoreError> {
+        let mut indexes: Vec<(&ReplicaId, i64)> = Vec::new();
+        for change in changes {
+            let versions =
+                std::iter::once(&change.created).chain(change.units.iter().map(|u| &u.version));
+            for version in versions {
+                if !indexes.iter().any(|(r, _)| *r == &version.replica) {
+                    indexes.push((&version.replica, self.ensure_index(&version.replica)?));
+                }
+            }
+        }
+        Ok(indexes)
     }
 
     /// Whether `messages` has a trigger that is not the store's own (an application's).
@@ -277,18 +394,25 @@ mod tests {
         assert_eq!((rows, linked), (1, true));
     }
 
+    /// Two new stores, `a.db` and `b.db`, each with its own folder `f`.
+    fn two_stores_with_inbox(
+        dir: &tempfile::TempDir,
+    ) -> ((Store, rusqlite::Connection), (Store, rusqlite::Connection)) {
+        let stores = (new_store(dir, "a.db"), new_store(dir, "b.db"));
+        for app in [&stores.0 .1, &stores.1 .1] {
+            app.execute_batch("INSERT INTO folders (id, name) VALUES ('f', 'Inbox');")
+                .unwrap();
+        }
+        stores
+    }
+
     /// A message the store holds as a tombstone, made again elsewhere with the same id: it looks
     /// new, but the store knows its id, so it is brought back over its tombstone the ordinary
     /// way, in the tombstone's row, and not created as a second item.
     #[test]
     fn a_message_over_its_tombstone_is_no_new_message() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut a, app_a) = new_store(&dir, "a.db");
-        let (mut b, app_b) = new_store(&dir, "b.db");
-        for app in [&app_a, &app_b] {
-            app.execute_batch("INSERT INTO folders (id, name) VALUES ('f', 'Inbox');")
-                .unwrap();
-        }
+        let ((mut a, app_a), (mut b, app_b)) = two_stores_with_inbox(&dir);
         app_b
             .execute_batch(
                 "INSERT INTO messages (id, folder_id, subject) VALUES ('m9', 'f', 'from b');
@@ -321,6 +445,66 @@ mod tests {
             b.local_item("m9").unwrap().unwrap().created,
             a.local_item("m9").unwrap().unwrap().created
         );
+    }
+
+    /// One batch of new-looking messages, two of which the store knows (one live, one a
+    /// tombstone) between ones it does not: those two take the ordinary way, the rest are
+    /// created together, each message is counted once, and each id ends as one item.
+    #[test]
+    fn a_batch_of_new_messages_sends_only_those_the_store_knows_the_ordinary_way() {
+        let dir = tempfile::tempdir().unwrap();
+        let ((mut a, app_a), (mut b, app_b)) = two_stores_with_inbox(&dir);
+        app_b
+            .execute_batch(
+                "INSERT INTO messages (id, folder_id, subject) VALUES ('m2', 'f', 'b, live'),
+                   ('m4', 'f', 'b, deleted');
+                 DELETE FROM messages WHERE id = 'm4';",
+            )
+            .unwrap();
+        app_a
+            .execute_batch(
+                "INSERT INTO messages (id, folder_id, subject) VALUES ('m1', 'f', 'a1'),
+                   ('m2', 'f', 'a2'), ('m3', 'f', 'a3'), ('m4', 'f', 'a4'), ('m5', 'f', 'a5');
+                 UPDATE messages SET is_read = 1 WHERE id = 'm3';",
+            )
+            .unwrap();
+        let outcomes = sync(&mut a, &mut b, 100, ConflictRule::IncomingWins);
+        assert!(outcomes.iter().all(|o| o.errors.is_empty()), "{outcomes:?}");
+        // The five messages come in one batch, after the hierarchy's.
+        let contents = outcomes.iter().find(|o| o.applied >= 5).unwrap();
+        assert_eq!(contents.applied + contents.skipped, 5, "{contents:?}");
+        for (id, subject) in [
+            ("m1", "a1"),
+            ("m2", "a2"),
+            ("m3", "a3"),
+            ("m4", "a4"),
+            ("m5", "a5"),
+        ] {
+            assert_eq!(subject_of(&app_b, id), subject);
+            let items: i64 = app_b
+                .query_row("SELECT count(*) FROM sync_items WHERE id = ?1", [id], |r| {
+                    r.get(0)
+                })
+                .unwrap();
+            assert_eq!(items, 1, "{id} is one item");
+        }
+        // m3's read status changed after its creation: its version has a row, as at a.
+        let read_rows = |app: &rusqlite::Connection| -> i64 {
+            app.query_row(
+                "SELECT count(*) FROM sync_units u JOIN sync_items i ON i.rid = u.item \
+                 WHERE i.id = 'm3' AND u.unit = ?1",
+                [crate::model::Unit::Read.code()],
+                |r| r.get(0),
+            )
+            .unwrap()
+        };
+        assert_eq!((read_rows(&app_a), read_rows(&app_b)), (1, 1));
+        assert_eq!(public_rows(&app_a), public_rows(&app_b));
+        let (at_a, at_b) = (
+            a.local_item("m3").unwrap().unwrap(),
+            b.local_item("m3").unwrap().unwrap(),
+        );
+        assert_eq!((at_b.created, at_b.units), (at_a.created, at_a.units));
     }
 
     #[test]
