@@ -651,7 +651,10 @@ mod tests {
         let at = bad.iter().position(|&b| b == 1).unwrap();
         bad[at] = 0xff;
         let err = read(&bad, b"deabc").unwrap_err().to_string();
-        assert!(err.contains("not a valid message") && err.contains("unicode"), "{err}");
+        assert!(
+            err.contains("not a valid message") && err.contains("unicode"),
+            "{err}"
+        );
         let wrong = r#"{"type":"change_batch","seq":1,"phase":"contents","replicas":["a"],"changes":[{"id":"m","kind":"message","created":[0,1],"units":[{"version":[0,2],"at":5,"unit":"content","subject":"s","sender":"x","received_at":1,"headers":{"blob_bytes":1},"body":null}]}],"learned":[],"last":false}"#;
         let err = read(wrong.as_bytes(), b"x").unwrap_err().to_string();
         assert!(err.contains("unknown field `blob_bytes`"), "{err}");

@@ -42,7 +42,7 @@ use rusqlite::config::DbConfig;
 
 use super::apply::{created_at, execute_unit_version, INSERT_ITEM, INSERT_MESSAGE, INSERT_UNIT};
 use super::error::SqlContext;
-use super::items::ItemChange;
+use super::items::{ItemChange, UnitState};
 use super::schema::OWN_MESSAGE_TRIGGERS;
 use super::{Store, StoreError};
 use crate::knowledge::{Knowledge, ReplicaId};
@@ -136,12 +136,11 @@ impl Store {
                 self.mark_headers_only(&change.id, true)?;
             }
             // Only the units whose version or time differ from the item's creation have a row
-            // (migration 7); a message as its store made it has none.
-            for u in &change.units {
-                let Some(r) = index(&u.version.replica) else {
-                    continue;
-                };
-                if u.version != change.created || u.at != created_at {
+            // (migration 7); a message as its store made it has none. Every replica has its
+            // index (`all_indexed` above).
+            let differ = |u: &&UnitState| u.version != change.created || u.at != created_at;
+            for u in change.units.iter().filter(differ) {
+                if let Some(r) = index(&u.version.replica) {
                     execute_unit_version(&mut unit, rid, r, u)
                         .ctx(path, "cannot record a version")?;
                 }
