@@ -1079,15 +1079,7 @@ impl Store {
         let created_r = self.ensure_index(&change.created.replica)?;
         self.conn
             .prepare_cached(sql)
-            .and_then(|mut s| {
-                s.execute(rusqlite::params![
-                    key,
-                    change.kind.code(),
-                    created_r,
-                    change.created.tick as i64,
-                    created_at(change)
-                ])
-            })
+            .and_then(|mut s| execute_item(&mut s, key, change, created_r, created_at(change)))
             .map(|_| ())
             .ctx(&self.path, "cannot record an item")
     }
@@ -1269,6 +1261,25 @@ pub(super) const INSERT_ITEM: &str =
 /// phase code).
 pub(super) const INSERT_UNIT: &str =
     "INSERT INTO sync_units (item, unit, r, t, at, phase) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+
+/// Runs `statement` (an item row's INSERT or UPDATE, such as [`INSERT_ITEM`]) with `change`'s
+/// item values: `key` (its id or rid), kind, created replica index `created_r`, created tick,
+/// created at.
+pub(super) fn execute_item(
+    statement: &mut rusqlite::Statement<'_>,
+    key: &dyn rusqlite::ToSql,
+    change: &ItemChange,
+    created_r: i64,
+    created_at: i64,
+) -> rusqlite::Result<usize> {
+    statement.execute(rusqlite::params![
+        key,
+        change.kind.code(),
+        created_r,
+        change.created.tick as i64,
+        created_at
+    ])
+}
 
 /// Runs `statement` ([`INSERT_UNIT`] or an upsert of the same values) for `u`'s version, whose
 /// replica has index `r`, on the item at `item`.

@@ -40,7 +40,9 @@
 
 use rusqlite::config::DbConfig;
 
-use super::apply::{created_at, execute_unit_version, INSERT_ITEM, INSERT_MESSAGE, INSERT_UNIT};
+use super::apply::{
+    created_at, execute_item, execute_unit_version, INSERT_ITEM, INSERT_MESSAGE, INSERT_UNIT,
+};
 use super::error::SqlContext;
 use super::items::{ItemChange, UnitState};
 use super::schema::OWN_MESSAGE_TRIGGERS;
@@ -110,14 +112,8 @@ impl Store {
             };
             let row = self.message_row(change)?;
             let created_at = created_at(change);
-            item.execute(rusqlite::params![
-                change.id,
-                change.kind.code(),
-                created_r,
-                change.created.tick as i64,
-                created_at
-            ])
-            .ctx(path, "cannot record an item")?;
+            execute_item(&mut item, &change.id, change, created_r, created_at)
+                .ctx(path, "cannot record an item")?;
             let rid = conn.last_insert_rowid();
             match row.execute(&mut message, rid) {
                 Err(rusqlite::Error::SqliteFailure(e, _))
