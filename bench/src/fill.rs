@@ -23,7 +23,11 @@ pub struct Filled {
     pub messages: usize,
     /// Bytes of message data (ids, subjects, senders, headers, bodies).
     pub bytes: u64,
+    /// From the first insert to the database file holding every row: the inserts, the commits
+    /// and the last checkpoint.
     pub took: Duration,
+    /// Of `took`, the last checkpoint: copying what the WAL still held into the database file.
+    pub checkpoint: Duration,
 }
 
 /// A connection configured as the store configures its own: 8 KiB pages, WAL, `synchronous =
@@ -58,6 +62,7 @@ pub fn source_store(path: &Path, n: usize, ids: Ids) -> Result<(Filled, Vec<Stri
         }
         tx.commit()?;
     }
+    filled.checkpoint = checkpoint_all(&conn)?;
     filled.took = start.elapsed();
     Ok((filled, folder_ids))
 }
@@ -151,6 +156,45 @@ pub fn three_hundred_changes(
     }
     tx.commit()?;
     Ok(())
+}
+
+/// How long a last checkpoint may wait for one that another connection is running.
+const CHECKPOINT_DEADLINE: Duration = Duration::from_secs(600);
+
+/// Copies everything the WAL of `conn`'s database holds into the database file and syncs it, and
+/// returns how long that took. Every timed write of the benchmark ends with this, the initial
+/// sync included (on the destination, after `agent sync` returned), so that each ends in the
+/// same state: every row in the database file. Without it the limit, whose one commit runs
+/// SQLite's checkpoint of the whole WAL, would be measured to that state, and the sync, whose
+/// collector checkpoints in the background and leaves up to `WAL_AUTOCHECKPOINT_PAGES` behind,
+/// to an earlier one.
+///
+/// A checkpoint that another connection is running (the collector's checkpointer) makes SQLite
+/// answer busy without waiting; this tries again until the whole WAL is copied.
+pub fn checkpoint_all(conn: &Connection) -> Result<Duration> {
+    let start = Instant::now();
+    loop {
+        let (busy, log, copied): (i64, i64, i64) =
+            conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?;
+        if busy == 0 && copied >= log {
+            return Ok(start.elapsed());
+        }
+        if start.elapsed() > CHECKPOINT_DEADLINE {
+            anyhow::bail!(
+                "the last checkpoint did not finish within {CHECKPOINT_DEADLINE:?} \
+                 ({copied} of {log} WAL frames copied, busy {busy})"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Checkpoints the store at `path` as [`checkpoint_all`] does, from a connection of its own.
+pub fn checkpoint_store(path: &Path) -> Result<Duration> {
+    let conn = Connection::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    checkpoint_all(&conn).with_context(|| format!("cannot checkpoint {}", path.display()))
 }
 
 /// How many messages a store holds.

@@ -198,6 +198,9 @@ fn measure(
         let cpu_before = (synchronizer.cpu()?, collector.cpu()?);
         let run = agent.sync(true)?;
         let cpu_after = (synchronizer.cpu()?, collector.cpu()?);
+        // What the collector's checkpointer had still to copy when the session ended: the
+        // limit is timed until its rows are in the database file, so the sync is too.
+        let last_checkpoint = fill::checkpoint_store(&destination)?;
         if run.sent != items {
             bail!(
                 "the initial sync sent {} items where {items} were due",
@@ -207,6 +210,7 @@ fn measure(
         initial.push(InitialSync {
             limit,
             run,
+            last_checkpoint,
             cpu: (
                 cpu_after.0.saturating_sub(cpu_before.0),
                 cpu_after.1.saturating_sub(cpu_before.1),
