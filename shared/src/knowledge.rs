@@ -19,11 +19,15 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::sync::Arc;
 
 /// Identifies a replica (a data store taking part in synchronization).
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct ReplicaId(pub String);
+///
+/// Shared, not copied: every version of a change batch names one of a few replicas, and an
+/// import gives each new message four of them (its creation and three units), so a clone is a
+/// reference count, not an allocation and a copy of 36 bytes (`bench/PROFILE.md`, round eleven).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub struct ReplicaId(Arc<str>);
 
 impl ReplicaId {
     /// The id as a string slice.
@@ -46,13 +50,26 @@ impl fmt::Display for ReplicaId {
 
 impl From<&str> for ReplicaId {
     fn from(s: &str) -> Self {
-        ReplicaId(s.to_owned())
+        ReplicaId(Arc::from(s))
     }
 }
 
 impl From<String> for ReplicaId {
     fn from(s: String) -> Self {
-        ReplicaId(s)
+        ReplicaId(Arc::from(s))
+    }
+}
+
+/// A plain JSON string, as when the id was a `String`.
+impl Serialize for ReplicaId {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for ReplicaId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(ReplicaId::from)
     }
 }
 
@@ -564,6 +581,19 @@ mod tests {
             assert!(!set.is_empty(), "empty set stored for {replica}");
             check_set_invariant(set);
         }
+    }
+
+    /// A replica id is a plain JSON string on the wire and in state records, and its clones
+    /// share one allocation.
+    #[test]
+    fn a_replica_id_is_a_json_string_and_clones_share_it() {
+        let id = r("0b7e2c1a-4d5f-4e8a-9c3b-2f6d1e0a9b7c");
+        let json = serde_json::to_string(&id).unwrap();
+        assert_eq!(json, "\"0b7e2c1a-4d5f-4e8a-9c3b-2f6d1e0a9b7c\"");
+        assert_eq!(serde_json::from_str::<ReplicaId>(&json).unwrap(), id);
+        assert!(serde_json::from_str::<ReplicaId>("7").is_err());
+        assert!(Arc::ptr_eq(&id.0, &id.clone().0));
+        assert!(r("A") < r("B") && r("A") == ReplicaId::from("A".to_string()));
     }
 
     #[test]
