@@ -209,8 +209,8 @@ pub fn render(columns: &[Measured], reps: usize, rounds: usize) -> String {
             v.sort_by(f64::total_cmp);
             match v.len() {
                 0 => "n/a".into(),
-                1 => format!("**{:.1}×**", v[0]),
-                len => format!("**{:.1}×** ({:.1}–{:.1})", v[len / 2], v[0], v[len - 1]),
+                1 => format!("**{:.2}×**", v[0]),
+                len => format!("**{:.2}×** ({:.2}–{:.2})", v[len / 2], v[0], v[len - 1]),
             }
         },
     );
