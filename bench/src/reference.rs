@@ -187,8 +187,9 @@ mod tests {
             .unwrap()
     }
 
+    /// Each reference writes the same messages, and its time includes its last checkpoint.
     #[test]
-    fn every_reference_writes_the_same_messages() {
+    fn every_reference_writes_the_same_messages_timed_with_its_last_checkpoint() {
         let dir = tempfile::tempdir().unwrap();
         let folders: Vec<String> = (0..crate::fill::FOLDER_COUNT)
             .map(|i| format!("f{i}"))
@@ -202,28 +203,11 @@ mod tests {
             let path = dir.path().join(format!("{name}.db"));
             let filled = run(how, &path, N, Ids::Random, &folders).unwrap();
             assert_eq!((filled.messages, count(&path)), (N, N), "{name}");
+            assert!(filled.checkpoint > Duration::ZERO, "{name}");
+            assert!(filled.checkpoint <= filled.took, "{name}");
             bytes.push(filled.bytes);
         }
         assert!(bytes.iter().all(|&b| b == bytes[0] && b > 0), "{bytes:?}");
-    }
-
-    /// Each reference's time includes its last checkpoint.
-    #[test]
-    fn every_reference_is_timed_with_its_last_checkpoint() {
-        let dir = tempfile::tempdir().unwrap();
-        let folders: Vec<String> = (0..crate::fill::FOLDER_COUNT)
-            .map(|i| format!("f{i}"))
-            .collect();
-        for (name, how) in [
-            ("limit", Reference::Limit),
-            ("per-batch", Reference::PerBatch { batch: 10 }),
-            ("store", Reference::StoreTables { batch: 10 }),
-        ] {
-            let path = dir.path().join(format!("{name}.db"));
-            let filled = run(how, &path, N, Ids::Random, &folders).unwrap();
-            assert!(filled.checkpoint > Duration::ZERO, "{name}");
-            assert!(filled.checkpoint <= filled.took, "{name}");
-        }
     }
 
     /// After `checkpoint_all` the database file alone, without its WAL, holds every row, while
