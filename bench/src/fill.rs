@@ -33,7 +33,7 @@ pub struct Filled {
 /// A connection configured as the store configures its own: 8 KiB pages, WAL, `synchronous =
 /// NORMAL`.
 pub fn open_like_the_store(path: &Path) -> Result<Connection> {
-    let conn = Connection::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let conn = open(path)?;
     conn.execute_batch(&format!("PRAGMA page_size = {PAGE_SIZE};"))?;
     conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
     conn.execute_batch("PRAGMA synchronous = NORMAL;")?;
@@ -193,13 +193,18 @@ pub fn checkpoint_all(conn: &Connection) -> Result<Duration> {
 
 /// Checkpoints the store at `path` as [`checkpoint_all`] does, from a connection of its own.
 pub fn checkpoint_store(path: &Path) -> Result<Duration> {
-    let conn = Connection::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let conn = open(path)?;
     checkpoint_all(&conn).with_context(|| format!("cannot checkpoint {}", path.display()))
+}
+
+/// Opens the database at `path`, naming it when that fails.
+fn open(path: &Path) -> Result<Connection> {
+    Connection::open(path).with_context(|| format!("cannot open {}", path.display()))
 }
 
 /// How many messages a store holds.
 pub fn message_count(path: &Path) -> Result<usize> {
-    let conn = Connection::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let conn = open(path)?;
     let n: i64 = conn.query_row("SELECT count(*) FROM messages", [], |r| r.get(0))?;
     Ok(n.max(0) as usize)
 }

@@ -51,9 +51,8 @@ const SOURCE_REPLICA: &str = "reference-source";
 
 /// Writes the benchmark's `n` messages into a new database at `path` as `how` says. Only the
 /// inserts, the commits and the last checkpoint ([`checkpoint_all`]) are timed, not making up the
-/// mail nor creating the schema. The
-/// store-tables reference makes its own folders; the others write `folder_ids` as given. The
-/// messages' ids take the form `ids`, as in the source store.
+/// mail nor creating the schema. The store-tables reference makes its own folders; the others
+/// write `folder_ids` as given. The messages' ids take the form `ids`, as in the source store.
 pub fn run(
     how: Reference,
     path: &Path,
