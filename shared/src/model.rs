@@ -151,6 +151,14 @@ impl Phase {
         }
     }
 
+    /// The kind whose live units this phase carries (folders' name and parent; messages'
+    /// content and location, then their read state). The delete phases carry only tombstones.
+    pub fn live_kind(self) -> Option<ItemKind> {
+        [ItemKind::Folder, ItemKind::Message]
+            .into_iter()
+            .find(|&kind| Unit::live_units(kind).iter().any(|u| u.phase() == self))
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Phase::Hierarchy => "hierarchy",

@@ -109,6 +109,17 @@ pub(super) const OLD_TOMBSTONES: &str = "SELECT i.rid, u.r, u.t FROM sync_items 
      LEFT JOIN sync_units u ON u.item = i.rid \
      WHERE i.deleted_at IS NOT NULL AND i.deleted_at <= ?1 LIMIT ?2";
 
+/// Whether any item carries a version of replica ?1 with a tick in ?2..=?3 (see
+/// [`Store::carries_version_between`]).
+pub(super) const CARRIES_VERSION_BETWEEN: &str = concat!(
+    "SELECT EXISTS (SELECT 1 FROM sync_units WHERE phase IN (1, 2, 3, 4, 5) ",
+    "AND r = ?1 AND t BETWEEN ?2 AND ?3) ",
+    "OR EXISTS (SELECT 1 FROM sync_items i WHERE i.kind IN (0, 1) AND i.created_r = ?1 ",
+    "AND i.created_t BETWEEN ?2 AND ?3 AND i.deleted_at IS NULL AND ",
+    lacks_a_unit_row!(""),
+    ")"
+);
+
 impl Store {
     /// Removes the tombstones whose deletion is older than `retention` and records their
     /// versions as forgotten knowledge, in one transaction.
@@ -263,18 +274,12 @@ impl Store {
     }
 
     /// Whether any item here (live unit or tombstone) carries a version of replica `idx` with a
-    /// tick in `from..=to`: one seek per phase of the version index, then the live items created
-    /// then whose units without a row carry their creation version (migration 7).
+    /// tick in `from..=to`: one seek per phase of the version index, then one per kind of the
+    /// live items created then whose units without a row carry their creation version
+    /// (migrations 7 and 8).
     fn carries_version_between(&self, idx: i64, from: u64, to: u64) -> Result<bool, StoreError> {
         self.conn
-            .prepare_cached(concat!(
-                "SELECT EXISTS (SELECT 1 FROM sync_units WHERE phase IN (1, 2, 3, 4, 5) ",
-                "AND r = ?1 AND t BETWEEN ?2 AND ?3) ",
-                "OR EXISTS (SELECT 1 FROM sync_items i WHERE i.created_r = ?1 ",
-                "AND i.created_t BETWEEN ?2 AND ?3 AND i.deleted_at IS NULL AND ",
-                lacks_a_unit_row!(""),
-                ")"
-            ))
+            .prepare_cached(CARRIES_VERSION_BETWEEN)
             .and_then(|mut s| {
                 s.query_row(rusqlite::params![idx, from as i64, to as i64], |r| r.get(0))
             })

@@ -63,15 +63,22 @@ pub(super) const CHUNK: i64 = 512;
 
 /// Up to ?5 units of phase ?1 made by replica ?2 with ticks in ?3..=?4, in tick order, each with
 /// its item's rid: a range of the covering index `sync_units_by_version` (units changed since
-/// their item's creation) merged with a range of `sync_items_by_creation` (live items created
-/// then, each once if a unit of the phase has no row and so carries the creation version;
-/// migration 7).
+/// their item's creation) merged with a range of `sync_items_by_creation` (live items of kind
+/// ?6, the phase's [`Phase::live_kind`], created then, each once if a unit of the phase has no
+/// row and so carries the creation version; migrations 7 and 8).
 pub(super) const CHANGED_UNITS: &str = concat!(
     "SELECT item, t FROM sync_units WHERE phase = ?1 AND r = ?2 AND t BETWEEN ?3 AND ?4 ",
     "UNION ALL SELECT i.rid, i.created_t FROM sync_items i ",
-    "WHERE i.created_r = ?2 AND i.created_t BETWEEN ?3 AND ?4 AND i.deleted_at IS NULL AND ",
+    "WHERE i.kind = ?6 AND i.created_r = ?2 AND i.created_t BETWEEN ?3 AND ?4 ",
+    "AND i.deleted_at IS NULL AND ",
     lacks_a_unit_row!(" AND k.phase = ?1"),
     " ORDER BY 2 LIMIT ?5"
+);
+
+/// [`CHANGED_UNITS`] for a phase without live units (the deletes): its units all have rows.
+pub(super) const CHANGED_UNIT_ROWS: &str = concat!(
+    "SELECT item, t FROM sync_units WHERE phase = ?1 AND r = ?2 AND t BETWEEN ?3 AND ?4 ",
+    "ORDER BY 2 LIMIT ?5"
 );
 
 impl Store {
@@ -174,17 +181,23 @@ impl Store {
                 cursor.after = 0;
                 continue;
             };
-            let rows: Vec<(i64, i64)> = self
-                .conn
-                .prepare_cached(CHANGED_UNITS)
-                .and_then(|mut s| {
-                    s.query_map(
-                        rusqlite::params![phase.code(), idx, from as i64, to as i64, CHUNK],
-                        |r| Ok((r.get(0)?, r.get(1)?)),
-                    )?
-                    .collect()
-                })
-                .ctx(&self.path, "cannot enumerate changes")?;
+            let range = (from as i64, to as i64);
+            let read = |r: &rusqlite::Row<'_>| Ok((r.get(0)?, r.get(1)?));
+            let rows: rusqlite::Result<Vec<(i64, i64)>> = match phase.live_kind() {
+                Some(kind) => self.conn.prepare_cached(CHANGED_UNITS).and_then(|mut s| {
+                    let params =
+                        rusqlite::params![phase.code(), idx, range.0, range.1, CHUNK, kind.code()];
+                    s.query_map(params, read)?.collect()
+                }),
+                None => self
+                    .conn
+                    .prepare_cached(CHANGED_UNIT_ROWS)
+                    .and_then(|mut s| {
+                        let params = rusqlite::params![phase.code(), idx, range.0, range.1, CHUNK];
+                        s.query_map(params, read)?.collect()
+                    }),
+            };
+            let rows = rows.ctx(&self.path, "cannot enumerate changes")?;
             let exhausted = (rows.len() as i64) < CHUNK;
             for (item, t) in rows {
                 let t = t.max(0) as u64;

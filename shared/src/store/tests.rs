@@ -502,6 +502,8 @@ fn a_batch_applied_twice_changes_nothing_the_second_time() {
 fn enumeration_reads_the_version_and_creation_indexes_not_the_tables() {
     let dir = tempfile::tempdir().unwrap();
     let (_store, app) = new_store(&dir, "s.db");
+    // Live items are walked within their kind (migration 8): the hierarchy phase does not walk
+    // the messages to find the folders.
     assert_eq!(
         query_plan(&app, super::enumerate::CHANGED_UNITS),
         vec![
@@ -509,13 +511,59 @@ fn enumeration_reads_the_version_and_creation_indexes_not_the_tables() {
             "LEFT",
             "SEARCH sync_units USING COVERING INDEX sync_units_by_version (phase=? AND r=? AND t>? AND t<?)",
             "RIGHT",
-            "SEARCH i USING INDEX sync_items_by_creation (created_r=? AND created_t>? AND created_t<?)",
+            "SEARCH i USING INDEX sync_items_by_creation (kind=? AND created_r=? AND created_t>? AND created_t<?)",
             "CORRELATED SCALAR SUBQUERY 3",
             "SEARCH k USING PRIMARY KEY (kind=?)",
             "CORRELATED SCALAR SUBQUERY 2",
             "SEARCH u USING PRIMARY KEY (item=? AND unit=?)"
         ]
     );
+    assert_eq!(
+        query_plan(&app, super::enumerate::CHANGED_UNIT_ROWS),
+        vec!["SEARCH sync_units USING COVERING INDEX sync_units_by_version (phase=? AND r=? AND t>? AND t<?)"]
+    );
+    let carries = query_plan(&app, super::cleanup::CARRIES_VERSION_BETWEEN);
+    assert!(
+        carries.contains(&"SEARCH i USING INDEX sync_items_by_creation (kind=? AND created_r=? AND created_t>? AND created_t<?)".to_string()),
+        "{carries:#?}"
+    );
+    let scans = |step: &String| step.starts_with("SCAN") && step != "SCAN CONSTANT ROW";
+    assert!(!carries.iter().any(scans), "{carries:#?}");
+}
+
+#[test]
+fn each_phase_enumerates_the_live_units_of_one_kind() {
+    use crate::model::{ItemKind, Phase};
+    assert_eq!(
+        Phase::ALL.map(Phase::live_kind),
+        [
+            Some(ItemKind::Folder),
+            Some(ItemKind::Message),
+            Some(ItemKind::Message),
+            None,
+            None
+        ]
+    );
+    // And the store's own table of live units agrees.
+    let dir = tempfile::tempdir().unwrap();
+    let (_store, app) = new_store(&dir, "s.db");
+    for phase in Phase::ALL {
+        let kinds: Vec<i64> = app
+            .prepare("SELECT DISTINCT kind FROM sync_live_units WHERE phase = ?1")
+            .unwrap()
+            .query_map([phase.code()], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(
+            kinds,
+            phase
+                .live_kind()
+                .map(ItemKind::code)
+                .into_iter()
+                .collect::<Vec<_>>()
+        );
+    }
 }
 
 #[test]
