@@ -202,16 +202,13 @@ pub(super) fn split_new_messages<'a>(
 
 /// For each change of `order`, whether no other change has its id. A batch of messages comes
 /// sorted by id (`apply::in_apply_order`), where an id that comes twice comes in a row: then
-/// its neighbours tell, without hashing every id (~2 % of an import's instructions did that).
+/// the runs of equal ids tell, without hashing every id (~2 % of an import's instructions did that).
 /// Any other order is counted.
 fn ids_alone(order: &[&ItemChange]) -> Vec<bool> {
     if order.windows(2).all(|w| w[0].id <= w[1].id) {
-        let differs = |i: usize, j: Option<usize>| {
-            j.and_then(|j| order.get(j))
-                .is_none_or(|o| o.id != order[i].id)
-        };
-        return (0..order.len())
-            .map(|i| differs(i, i.checked_sub(1)) && differs(i, Some(i + 1)))
+        return order
+            .chunk_by(|a, b| a.id == b.id)
+            .flat_map(|run| std::iter::repeat_n(run.len() == 1, run.len()))
             .collect();
     }
     let mut count = std::collections::HashMap::<&str, usize>::new();
