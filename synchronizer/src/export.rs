@@ -19,7 +19,7 @@ use shared::protocol::{
 use shared::shutdown::Shutdown;
 use shared::store::{
     EnumerationCursor, ExportBatch, ExportScope, FullPosition, FullRange, ItemError,
-    ReportedConflict, Store,
+    ReportedConflict, Store, StoreError, EXPORT_PAGE_CACHE_MIB,
 };
 use tracing::{info, instrument, warn};
 
@@ -34,7 +34,11 @@ pub async fn serve_agent(
     store_path: &Path,
     shutdown: Shutdown,
 ) -> Result<(), SessionError> {
-    let mut store = shared::daemon::store_work(|| Store::open(store_path))?;
+    let mut store = shared::daemon::store_work(|| {
+        let store = Store::open(store_path)?;
+        store.set_page_cache_mib(EXPORT_PAGE_CACHE_MIB)?;
+        Ok::<_, StoreError>(store)
+    })?;
     accept_hello(agent, Role::Synchronizer, store.replica(), Role::Agent).await?;
     let request = match agent.recv_required("sync_request").await? {
         Message::SyncRequest(r) => r,

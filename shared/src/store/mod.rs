@@ -63,13 +63,21 @@ pub struct StoreCounts {
 /// change: with WAL a commit is durable in the WAL; a checkpoint only moves pages.
 pub const WAL_AUTOCHECKPOINT_PAGES: i64 = 10_000;
 
-/// The page cache of an import connection, in MiB. An import writes into two trees keyed by
-/// random global ids (the messages' primary key, `sync_items_by_id`); a larger cache keeps more
-/// of their leaves between the statements of a batch and from one session to the next, instead
-/// of spilling them and reading them back. Affordable since a session's work runs on one thread
-/// (see `shared::daemon::store_work`). The collector sets it; the benchmark's reference inserts
-/// use it too.
+/// The page cache of an import connection, in MiB. An import writes into a tree keyed by random
+/// global ids (the messages' primary key; folders and tombstones also `sync_items_by_id`); a
+/// larger cache keeps more of its leaves between the statements of a batch and from one session
+/// to the next, instead of spilling them and reading them back. Affordable since a session's work
+/// runs on one thread (see `shared::daemon::store_work`). The collector sets it; the benchmark's
+/// reference inserts use it too.
 pub const IMPORT_PAGE_CACHE_MIB: u32 = 8;
+
+/// The page cache of an export connection, in MiB. An export reads each message it sends through
+/// the same random-key tree (an item's row in `messages`, by its id), while the messages' own
+/// pages stream through the cache once each. With SQLite's default of 2 MiB the stream pushed
+/// the tree's leaves out between two lookups: an initial sync of 100k messages with random ids
+/// read 834 MB of its 275 MB store in 101,890 `pread` calls; with 8 MiB, 322 MB in 39,354
+/// (`bench/PROFILE.md`, round fourteen). The synchronizer sets it.
+pub const EXPORT_PAGE_CACHE_MIB: u32 = 8;
 
 /// An open information store: one SQLite connection and the store's identity.
 pub struct Store {
