@@ -75,7 +75,7 @@ pub const IMPORT_PAGE_CACHE_MIB: u32 = 8;
 /// the same random-key tree (an item's row in `messages`, by its id), while the messages' own
 /// pages stream through the cache once each. With SQLite's default of 2 MiB the stream pushed
 /// the tree's leaves out between two lookups: an initial sync of 100k messages with random ids
-/// read 834 MB of its 275 MB store in 101,890 `pread` calls; with 8 MiB, 322 MB in 39,354
+/// read 834 MB of its 275 MB store in 101,890 read calls; with 8 MiB, 322 MB in 39,354
 /// (`bench/PROFILE.md`, round fourteen). The synchronizer sets it.
 pub const EXPORT_PAGE_CACHE_MIB: u32 = 8;
 
