@@ -11,6 +11,7 @@
 //! knowledge then says exactly what it carries.
 
 use super::error::SqlContext;
+use super::id_window::{is_windowed, window_len, IdWindow};
 use super::items::{lacks_a_unit_row, ItemChange};
 pub use super::scoped_export::ExportScope;
 use super::scoped_export::{Expansion, Filler};
@@ -24,12 +25,17 @@ use crate::model::{Change, LeftChange, Phase};
 pub struct EnumerationCursor {
     phase: usize,
     replica: usize,
-    after: u64,
+    pub(super) after: u64,
     /// A folder of a scoped session whose subtree is being sent.
     pub(super) expansion: Option<Expansion>,
     /// Folders a scoped session sent with their subtrees: one whose versions are still held
     /// back (its subtree unfinished) is not sent twice.
     pub(super) expanded: std::collections::HashSet<String>,
+    /// Changes of the current phase and replica walked ahead, to be sent in id order
+    /// ([`super::id_window`]).
+    pub(super) window: IdWindow,
+    /// The last batch taken from a window read its items in reverse rid order.
+    pub(super) sweep_down: bool,
 }
 
 impl EnumerationCursor {
@@ -38,7 +44,7 @@ impl EnumerationCursor {
     }
 
     pub fn is_done(&self) -> bool {
-        self.phase >= Phase::ALL.len() && self.expansion.is_none()
+        self.phase >= Phase::ALL.len() && self.expansion.is_none() && self.window.is_empty()
     }
 }
 
@@ -168,6 +174,12 @@ impl Store {
                 cursor.after = 0;
                 continue;
             };
+            if !cursor.window.is_empty() {
+                if self.take_from_window(&mut filler, cursor, dest, &mut looked_at)? {
+                    batch_phase.get_or_insert(phase);
+                }
+                continue;
+            }
             let missing = missing_ticks(made_with, dest, replica);
             let idx = self.index_of(replica)?;
             let next_range = idx.and_then(|_| {
@@ -181,6 +193,10 @@ impl Store {
                 cursor.after = 0;
                 continue;
             };
+            if is_windowed(phase) {
+                self.walk_window(cursor, phase, idx, &missing, window_len(filler.limit()))?;
+                continue;
+            }
             let range = (from as i64, to as i64);
             let read = |r: &rusqlite::Row<'_>| Ok((r.get(0)?, r.get(1)?));
             let rows: rusqlite::Result<Vec<(i64, i64)>> = match phase.live_kind() {

@@ -22,6 +22,7 @@ mod enumerate;
 mod error;
 mod fresh;
 mod full;
+mod id_window;
 mod items;
 mod limits;
 pub mod schema;
@@ -480,6 +481,8 @@ impl Store {
     }
 }
 
+#[cfg(test)]
+mod id_window_tests;
 #[cfg(test)]
 mod link_tests;
 #[cfg(test)]

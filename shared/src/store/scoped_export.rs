@@ -84,6 +84,16 @@ impl<'a> Filler<'a> {
         })
     }
 
+    pub(super) fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// How many more items the batch takes (its byte budget aside).
+    pub(super) fn room(&self) -> usize {
+        self.limit
+            .saturating_sub(self.changes.len() + self.left.len())
+    }
+
     pub(super) fn is_full(&self) -> bool {
         self.changes.len() + self.left.len() >= self.limit || self.bytes >= self.max_bytes
     }

@@ -1,0 +1,192 @@
+//! Message changes handed out in id order, a window of batches at a time: what keeps the
+//! destination's id index from being rewritten whole by every batch.
+//!
+//! An enumeration finds changes in the order their versions were made (seed 001: the tick
+//! ranges the destination lacks), and an application names its messages as it likes
+//! (PRODUCT.md: any text id). With ids in no order, a batch of 1000 new messages lands on leaves
+//! all over the destination's `messages` id index, and each batch's commit (PRODUCT.md: a batch
+//! is applied atomically, success after commit) writes every leaf it touched into the WAL again:
+//! at 100k messages ~470 of each batch's ~750 WAL frames (`bench/PROFILE.md`, rounds eight and
+//! fifteen). The applier already orders a batch by id (`apply::in_apply_order`); that does not
+//! change which leaves a batch touches.
+//!
+//! So for the phases of messages the enumeration walks ahead by [`WINDOW_BATCHES`] batches'
+//! worth of changes in tick order, sorts them by id, and the next batches take them from the
+//! front: each batch then carries a slice of the id space and lands on a third of the leaves
+//! (~280 instead of ~590 at 100k). Nothing else changes:
+//! - a batch still stays within one phase and one replica's ticks, and learns exactly the
+//!   versions it carries (seed 001's learned knowledge, `project`ed in the export); the
+//!   session's last batch learns the knowledge it was made with, as before;
+//! - an item is read when its batch is filled, in that batch's read transaction, so a batch
+//!   is still one consistent snapshot; one changed since the walk is sent as it is now (its
+//!   newer versions stay unlearned, as before), one deleted since is left to its delete;
+//! - an item met twice (a unit per tick) is queued once; one already sent is skipped by its
+//!   versions, as before.
+//!
+//! What it costs, and why the window is three batches and no more (`bench/PROFILE.md`, round
+//! fifteen):
+//! - the destination's knowledge is fragmented while a window is being sent (it learns
+//!   scattered ticks of the window) and whole again at the window's end: more ranges to read,
+//!   write and send back with each batch, the more the wider the window;
+//! - a batch's messages lie all over the window's pages at the source. A window of three
+//!   batches (~8 MB of messages) about fits the export's page cache
+//!   (`EXPORT_PAGE_CACHE_MIB`); a batch reads its messages in rid order, the next one in
+//!   reverse, so each starts on the pages the last one left in the cache;
+//! - the window holds two integers per change, not the changes.
+//!
+use std::collections::{HashSet, VecDeque};
+
+use rusqlite::OptionalExtension;
+
+use super::enumerate::{EnumerationCursor, CHANGED_UNITS, CHUNK};
+use super::error::SqlContext;
+use super::scoped_export::Filler;
+use super::{Store, StoreError};
+use crate::knowledge::{Knowledge, TickSet};
+use crate::model::{ItemKind, Phase};
+
+/// Batches' worth of changes a window holds (see the module's text).
+pub(super) const WINDOW_BATCHES: usize = 3;
+
+/// At most this many changes in a window, whatever the batch size: about what the export's page
+/// cache holds of ~2 KiB messages. A batch larger than this is a window of its own.
+pub(super) const WINDOW_MAX: usize = 3_000;
+
+/// An item's global id by its rid.
+const ID_AT: &str = "SELECT id FROM sync_items WHERE rid = ?1";
+
+/// The changes walked ahead: `(rid, tick)` pairs in the id order of their items, the next first.
+pub(super) type IdWindow = VecDeque<(i64, u64)>;
+
+/// Whether the changes of `phase` are sent a window at a time: those of messages.
+pub(super) fn is_windowed(phase: Phase) -> bool {
+    phase.live_kind() == Some(ItemKind::Message)
+}
+
+/// How many changes a window walks ahead for batches of `limit`.
+pub(super) fn window_len(limit: usize) -> usize {
+    limit
+        .saturating_mul(WINDOW_BATCHES)
+        .min(WINDOW_MAX)
+        .max(limit)
+}
+
+impl Store {
+    /// Walks from the cursor over the ticks of `missing` (replica at `idx`, `phase`) until
+    /// `len` items are found or the ticks end, and queues the items in id order. The
+    /// cursor moves past everything walked.
+    pub(super) fn walk_window(
+        &mut self,
+        cursor: &mut EnumerationCursor,
+        phase: Phase,
+        idx: i64,
+        missing: &TickSet,
+        len: usize,
+    ) -> Result<(), StoreError> {
+        let kind = phase.live_kind().unwrap_or(ItemKind::Message);
+        let mut hits: Vec<(i64, u64)> = Vec::new();
+        let mut queued = HashSet::new();
+        while hits.len() < len {
+            let Some((from, to)) = missing
+                .ranges()
+                .find(|&(_, to)| to > cursor.after)
+                .map(|(from, to)| (from.max(cursor.after + 1), to))
+            else {
+                break;
+            };
+            let want = CHUNK.min((len - hits.len()) as i64);
+            let rows: Vec<(i64, i64)> = self
+                .conn
+                .prepare_cached(CHANGED_UNITS)
+                .and_then(|mut s| {
+                    let params = rusqlite::params![
+                        phase.code(),
+                        idx,
+                        from as i64,
+                        to as i64,
+                        want,
+                        kind.code()
+                    ];
+                    s.query_map(params, |r| Ok((r.get(0)?, r.get(1)?)))?
+                        .collect()
+                })
+                .ctx(&self.path, "cannot enumerate changes")?;
+            let exhausted = (rows.len() as i64) < want;
+            for (item, t) in rows {
+                let t = t.max(0) as u64;
+                cursor.after = t;
+                if missing.contains(t) && queued.insert(item) {
+                    hits.push((item, t));
+                }
+            }
+            if exhausted {
+                cursor.after = to;
+            }
+        }
+        let mut keyed: Vec<(String, i64, u64)> = Vec::with_capacity(hits.len());
+        {
+            let mut stmt = self
+                .conn
+                .prepare_cached(ID_AT)
+                .ctx(&self.path, "cannot read an item's id")?;
+            for (item, t) in hits {
+                let id: Option<String> = stmt
+                    .query_row([item], |r| r.get(0))
+                    .optional()
+                    .ctx(&self.path, "cannot read an item's id")?;
+                // An item gone since (in this same read transaction: none) has nothing to send.
+                if let Some(id) = id {
+                    keyed.push((id, item, t));
+                }
+            }
+        }
+        keyed.sort_unstable();
+        cursor.window = keyed.into_iter().map(|(_, item, t)| (item, t)).collect();
+        Ok(())
+    }
+
+    /// Fills the batch from the front of the cursor's window: the next batch's worth, read in
+    /// rid order, every other batch in reverse (the source's pages in order, starting where the
+    /// last batch left the cache; the applier orders them by id again). What does not fit goes
+    /// back to the window's front.
+    pub(super) fn take_from_window(
+        &mut self,
+        filler: &mut Filler<'_>,
+        cursor: &mut EnumerationCursor,
+        dest: &Knowledge,
+        looked_at: &mut HashSet<i64>,
+    ) -> Result<bool, StoreError> {
+        let n = filler.room().min(cursor.window.len());
+        let mut next: Vec<(i64, u64)> = cursor.window.drain(..n).collect();
+        next.sort_unstable();
+        cursor.sweep_down = !cursor.sweep_down;
+        if cursor.sweep_down {
+            next.reverse();
+        }
+        let mut admitted = false;
+        for (pos, &(item, _)) in next.iter().enumerate() {
+            if filler.is_full() {
+                for &rest in next[pos..].iter().rev() {
+                    cursor.window.push_front(rest);
+                }
+                break;
+            }
+            if !looked_at.insert(item) {
+                continue;
+            }
+            let Some(change) = self.read_item_change_at(item)? else {
+                continue;
+            };
+            // Deleted since the walk: its delete goes in its own phase, by its own tick.
+            if change.is_tombstone() {
+                continue;
+            }
+            if change.versions().all(|v| dest.contains(v)) || filler.seen.contains(&change.id) {
+                continue;
+            }
+            admitted = true;
+            self.admit(filler, cursor, change)?;
+        }
+        Ok(admitted)
+    }
+}

@@ -1,0 +1,173 @@
+//! The id window (`id_window.rs`): batches of messages carry slices of the id order, learn
+//! exactly what they carry, and read each item when their batch is filled.
+#![allow(clippy::unwrap_used)]
+
+use super::tests::{new_store, public_rows, sync};
+use super::*;
+use crate::model::Phase;
+use crate::store::items::ItemChange;
+
+/// 60 messages in folder `f`, inserted in an order that is not their ids' order.
+fn scrambled_messages(app: &rusqlite::Connection) -> Vec<String> {
+    app.execute("INSERT INTO folders (id, name) VALUES ('f', 'F')", [])
+        .unwrap();
+    let ids: Vec<String> = (0..60).map(|i| format!("m{:02}", (i * 37) % 60)).collect();
+    for id in &ids {
+        app.execute(
+            "INSERT INTO messages (id, folder_id, subject) VALUES (?1, 'f', ?1)",
+            [id],
+        )
+        .unwrap();
+    }
+    ids
+}
+
+/// One session from `src` into `dst` in batches of `batch`, calling `between` with the number
+/// of batches applied so far after each; it stops after `stop_after` batches if given (a session
+/// cut short). Returns the message ids of each Contents batch.
+fn session(
+    src: &mut Store,
+    dst: &mut Store,
+    batch: usize,
+    stop_after: Option<usize>,
+    mut between: impl FnMut(usize),
+) -> Vec<Vec<String>> {
+    let made_with = src.knowledge().unwrap();
+    let mut import = ImportSession::new(
+        src.replica().clone(),
+        made_with.clone(),
+        ConflictRule::NewerWins,
+    );
+    let mut dest = dst.knowledge().unwrap();
+    let mut cursor = EnumerationCursor::default();
+    let mut contents = Vec::new();
+    for n in 1.. {
+        let b = src
+            .next_batch(&mut cursor, &made_with, &dest, batch, 1 << 20)
+            .unwrap();
+        let learned = if b.done {
+            made_with.clone()
+        } else {
+            made_with.project(b.versions.iter())
+        };
+        if b.phase == Phase::Contents && !b.changes.is_empty() {
+            contents.push(b.changes.iter().map(|c| c.id.clone()).collect());
+        }
+        let changes = b
+            .changes
+            .into_iter()
+            .map(|c| ItemChange::from_wire(c, &b.replicas).unwrap())
+            .collect();
+        dest = dst
+            .apply_batch(&mut import, changes, &learned, b.done)
+            .unwrap()
+            .knowledge;
+        if b.done || stop_after == Some(n) {
+            break;
+        }
+        between(n);
+    }
+    contents
+}
+
+/// Both stores hold the same rows and know the same versions.
+fn assert_converged(
+    a: &Store,
+    app: &rusqlite::Connection,
+    b: &Store,
+    b_app: &rusqlite::Connection,
+) {
+    assert_eq!(public_rows(b_app), public_rows(app));
+    assert_eq!(b.knowledge().unwrap(), a.knowledge().unwrap());
+}
+
+#[test]
+fn each_batch_of_new_messages_is_a_slice_of_the_id_order_of_its_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut a, app) = new_store(&dir, "a.db");
+    let (mut b, b_app) = new_store(&dir, "b.db");
+    let inserted = scrambled_messages(&app);
+    // Batches of 5: a window holds 15 changes, so the 60 come as four windows of three batches.
+    let batches = session(&mut a, &mut b, 5, None, |_| {});
+    assert_eq!(batches.len(), 12);
+    for (w, window) in inserted.chunks(15).enumerate() {
+        let mut expected = window.to_vec();
+        expected.sort();
+        let its = &batches[w * 3..w * 3 + 3];
+        let sent: Vec<String> = its.iter().flatten().cloned().collect();
+        let mut in_order = sent.clone();
+        in_order.sort();
+        assert_eq!(in_order, expected, "window {w} is its 15 inserts");
+        for pair in its.windows(2) {
+            let last = pair[0].iter().max().unwrap();
+            let first = pair[1].iter().min().unwrap();
+            assert!(last < first, "{pair:?}: each batch a slice of the id order");
+        }
+    }
+    // The knowledge fragmented while the windows went is whole again.
+    assert_converged(&a, &app, &b, &b_app);
+}
+
+#[test]
+fn a_session_cut_short_within_a_window_resends_nothing_it_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut a, app) = new_store(&dir, "a.db");
+    let (mut b, b_app) = new_store(&dir, "b.db");
+    scrambled_messages(&app);
+    // The folder's batch, then the first window's three batches and one of the second's.
+    let first = session(&mut a, &mut b, 5, Some(5), |_| {});
+    let applied: Vec<String> = first.iter().flatten().cloned().collect();
+    assert_eq!(applied.len(), 20);
+    let known = b.knowledge().unwrap();
+    let own = a.replica().clone();
+    assert!(
+        known.get(&own).unwrap().ranges().count() > 1,
+        "a window's batches teach scattered ticks: {known:?}"
+    );
+    let rest = session(&mut a, &mut b, 5, None, |_| {});
+    let resent: Vec<&String> = rest
+        .iter()
+        .flatten()
+        .filter(|id| applied.contains(id))
+        .collect();
+    assert!(resent.is_empty(), "sent again: {resent:?}");
+    assert_eq!(rest.iter().flatten().count(), 40);
+    assert_converged(&a, &app, &b, &b_app);
+}
+
+#[test]
+fn an_item_is_read_when_its_batch_is_filled_not_when_its_window_was_walked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut a, app) = new_store(&dir, "a.db");
+    let (mut b, b_app) = new_store(&dir, "b.db");
+    scrambled_messages(&app);
+    // After the first batch of the window (m00 m01 m05 m10 m14), two of its later ids change at the source.
+    let edited = std::cell::Cell::new(false);
+    session(&mut a, &mut b, 5, None, |n| {
+        if n == 2 {
+            app.execute_batch(
+                "UPDATE messages SET subject = 'edited' WHERE id = 'm37';
+                 DELETE FROM messages WHERE id = 'm47';",
+            )
+            .unwrap();
+            edited.set(true);
+        }
+    });
+    assert!(edited.get());
+    let rows = public_rows(&b_app);
+    assert!(rows.contains(&"M m37 f edited 0 ".to_string()), "{rows:?}");
+    assert!(!rows.iter().any(|r| r.starts_with("M m47 ")), "{rows:?}");
+    // The edit's and the delete's versions came after the session began: the next one brings
+    // them, and both stores end the same.
+    sync(&mut a, &mut b, 5, ConflictRule::NewerWins);
+    assert_converged(&a, &app, &b, &b_app);
+}
+
+#[test]
+fn a_window_is_three_batches_at_most_three_thousand_changes_at_least_one_batch() {
+    use super::id_window::window_len;
+    assert_eq!(window_len(1), 3);
+    assert_eq!(window_len(1000), 3_000);
+    assert_eq!(window_len(2000), 3_000);
+    assert_eq!(window_len(5000), 5_000);
+}
