@@ -8,7 +8,8 @@
 //! the number of changes returned, never the store's size; each hit names its item by rid, read
 //! by rowid with its units and values in one statement. Versions newer than the knowledge the
 //! session started with (`made_with`) are left for the next session: the batch's learned
-//! knowledge then says exactly what it carries.
+//! knowledge then says exactly what it carries. In the phases of messages the hits are walked a
+//! window of batches ahead and sent in id order ([`super::id_window`]); folders go as found.
 
 use super::error::SqlContext;
 use super::id_window::{is_windowed, window_len, IdWindow};
