@@ -183,12 +183,7 @@ impl Store {
             }
             let missing = missing_ticks(made_with, dest, replica);
             let idx = self.index_of(replica)?;
-            let next_range = idx.and_then(|_| {
-                missing
-                    .ranges()
-                    .find(|&(_, to)| to > cursor.after)
-                    .map(|(from, to)| (from.max(cursor.after + 1), to))
-            });
+            let next_range = idx.and_then(|_| range_after(&missing, cursor.after));
             let (Some(idx), Some((from, to))) = (idx, next_range) else {
                 cursor.replica += 1;
                 cursor.after = 0;
@@ -198,23 +193,7 @@ impl Store {
                 self.walk_window(cursor, phase, idx, &missing, window_len(filler.limit()))?;
                 continue;
             }
-            let range = (from as i64, to as i64);
-            let read = |r: &rusqlite::Row<'_>| Ok((r.get(0)?, r.get(1)?));
-            let rows: rusqlite::Result<Vec<(i64, i64)>> = match phase.live_kind() {
-                Some(kind) => self.conn.prepare_cached(CHANGED_UNITS).and_then(|mut s| {
-                    let params =
-                        rusqlite::params![phase.code(), idx, range.0, range.1, CHUNK, kind.code()];
-                    s.query_map(params, read)?.collect()
-                }),
-                None => self
-                    .conn
-                    .prepare_cached(CHANGED_UNIT_ROWS)
-                    .and_then(|mut s| {
-                        let params = rusqlite::params![phase.code(), idx, range.0, range.1, CHUNK];
-                        s.query_map(params, read)?.collect()
-                    }),
-            };
-            let rows = rows.ctx(&self.path, "cannot enumerate changes")?;
+            let rows = self.changed_units(phase, idx, (from, to), CHUNK)?;
             let exhausted = (rows.len() as i64) < CHUNK;
             for (item, t) in rows {
                 let t = t.max(0) as u64;
@@ -247,6 +226,43 @@ impl Store {
             cursor.is_done(),
         ))
     }
+}
+
+impl Store {
+    /// Up to `limit` `(rid, tick)` hits of `phase` made by the replica at `idx` with ticks in
+    /// `range`, in tick order ([`CHANGED_UNITS`], or [`CHANGED_UNIT_ROWS`] for the deletes).
+    pub(super) fn changed_units(
+        &self,
+        phase: Phase,
+        idx: i64,
+        range: (u64, u64),
+        limit: i64,
+    ) -> Result<Vec<(i64, i64)>, StoreError> {
+        let (from, to) = (range.0 as i64, range.1 as i64);
+        let read = |r: &rusqlite::Row<'_>| Ok((r.get(0)?, r.get(1)?));
+        match phase.live_kind() {
+            Some(kind) => self.conn.prepare_cached(CHANGED_UNITS).and_then(|mut s| {
+                let params = rusqlite::params![phase.code(), idx, from, to, limit, kind.code()];
+                s.query_map(params, read)?.collect()
+            }),
+            None => self
+                .conn
+                .prepare_cached(CHANGED_UNIT_ROWS)
+                .and_then(|mut s| {
+                    let params = rusqlite::params![phase.code(), idx, from, to, limit];
+                    s.query_map(params, read)?.collect()
+                }),
+        }
+        .ctx(&self.path, "cannot enumerate changes")
+    }
+}
+
+/// The first range of `missing` with ticks after `after`, from the first of them.
+pub(super) fn range_after(missing: &TickSet, after: u64) -> Option<(u64, u64)> {
+    missing
+        .ranges()
+        .find(|&(_, to)| to > after)
+        .map(|(from, to)| (from.max(after + 1), to))
 }
 
 /// Ticks of `replica` that `made_with` holds and `dest` lacks.

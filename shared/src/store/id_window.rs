@@ -38,7 +38,7 @@ use std::collections::{HashSet, VecDeque};
 
 use rusqlite::OptionalExtension;
 
-use super::enumerate::{EnumerationCursor, CHANGED_UNITS, CHUNK};
+use super::enumerate::{range_after, EnumerationCursor, CHUNK};
 use super::error::SqlContext;
 use super::scoped_export::Filler;
 use super::{Store, StoreError};
@@ -83,34 +83,14 @@ impl Store {
         missing: &TickSet,
         len: usize,
     ) -> Result<(), StoreError> {
-        let kind = phase.live_kind().unwrap_or(ItemKind::Message);
         let mut hits: Vec<(i64, u64)> = Vec::new();
         let mut queued = HashSet::new();
         while hits.len() < len {
-            let Some((from, to)) = missing
-                .ranges()
-                .find(|&(_, to)| to > cursor.after)
-                .map(|(from, to)| (from.max(cursor.after + 1), to))
-            else {
+            let Some((from, to)) = range_after(missing, cursor.after) else {
                 break;
             };
             let want = CHUNK.min((len - hits.len()) as i64);
-            let rows: Vec<(i64, i64)> = self
-                .conn
-                .prepare_cached(CHANGED_UNITS)
-                .and_then(|mut s| {
-                    let params = rusqlite::params![
-                        phase.code(),
-                        idx,
-                        from as i64,
-                        to as i64,
-                        want,
-                        kind.code()
-                    ];
-                    s.query_map(params, |r| Ok((r.get(0)?, r.get(1)?)))?
-                        .collect()
-                })
-                .ctx(&self.path, "cannot enumerate changes")?;
+            let rows = self.changed_units(phase, idx, (from, to), want)?;
             let exhausted = (rows.len() as i64) < want;
             for (item, t) in rows {
                 let t = t.max(0) as u64;
