@@ -175,7 +175,7 @@ impl Store {
     pub fn apply_batch(
         &mut self,
         session: &mut ImportSession,
-        changes: Vec<ItemChange>,
+        changes: &[ItemChange],
         learned: &Knowledge,
         last: bool,
     ) -> Result<ApplyOutcome, StoreError> {
@@ -187,7 +187,7 @@ impl Store {
     pub(crate) fn apply_batch_with(
         &mut self,
         session: &mut ImportSession,
-        changes: Vec<ItemChange>,
+        changes: &[ItemChange],
         learned: &Knowledge,
         last: bool,
         before_save: &mut BeforeSave<'_>,
@@ -199,7 +199,7 @@ impl Store {
         );
         let first = self.apply_attempt(
             session,
-            &changes,
+            changes,
             learned,
             last,
             Guard::Optimistic,
@@ -209,14 +209,7 @@ impl Store {
             Err(e) if is_constraint(&e) => {
                 // An item failed: apply the batch again, each item in its own savepoint.
                 (session.pending, session.excluded, session.failed) = saved;
-                self.apply_attempt(
-                    session,
-                    &changes,
-                    learned,
-                    last,
-                    Guard::PerItem,
-                    before_save,
-                )
+                self.apply_attempt(session, changes, learned, last, Guard::PerItem, before_save)
             }
             result => result,
         }

@@ -245,7 +245,7 @@ impl Store {
     pub fn apply_full_batch(
         &mut self,
         session: &mut ImportSession,
-        changes: Vec<ItemChange>,
+        changes: &[ItemChange],
         carried: &HashSet<String>,
         learned: &Knowledge,
         last: bool,

@@ -57,9 +57,9 @@ fn session(
             .changes
             .into_iter()
             .map(|c| ItemChange::from_wire(c, &b.replicas).unwrap())
-            .collect();
+            .collect::<Vec<_>>();
         dest = dst
-            .apply_batch(&mut import, changes, &learned, b.done)
+            .apply_batch(&mut import, &changes, &learned, b.done)
             .unwrap()
             .knowledge;
         if b.done || stop_after == Some(n) {

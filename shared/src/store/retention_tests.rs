@@ -73,7 +73,7 @@ fn full_sync(src: &mut Store, dst: &mut Store, batch: usize, stop_after: Option<
             .collect();
         range.check(&expected, &changes, b.done).unwrap();
         let carried: HashSet<String> = changes.iter().map(|c| c.id.clone()).collect();
-        dst.apply_full_batch(&mut session, changes, &carried, &learned, b.done, &range)
+        dst.apply_full_batch(&mut session, &changes, &carried, &learned, b.done, &range)
             .unwrap();
         if b.done {
             break;

@@ -71,7 +71,7 @@ impl Store {
     pub fn apply_scoped_batch(
         &mut self,
         session: &mut ImportSession,
-        changes: Vec<ItemChange>,
+        changes: &[ItemChange],
         left: &[LeftScope],
         learned: &Knowledge,
         last: bool,

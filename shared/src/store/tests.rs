@@ -118,10 +118,12 @@ pub(super) fn sync_with(
             .changes
             .into_iter()
             .map(|c| ItemChange::from_wire(c, &b.replicas).unwrap())
-            .collect();
+            .collect::<Vec<_>>();
         let outcome = dst
-            .apply_batch(&mut session, changes, &learned, b.done)
+            .apply_batch(&mut session, &changes, &learned, b.done)
             .unwrap();
+        // What the success message reports is what the store now holds, as read back.
+        assert_eq!(outcome.knowledge, dst.knowledge().unwrap());
         dest = outcome.knowledge.clone();
         outcomes.push(outcome);
         if b.done {
@@ -485,13 +487,13 @@ fn a_batch_applied_twice_changes_nothing_the_second_time() {
     let mut session =
         ImportSession::new(a.replica().clone(), made_with.clone(), ConflictRule::Defer);
     let first = b
-        .apply_batch(&mut session, changes.clone(), &made_with, true)
+        .apply_batch(&mut session, &changes, &made_with, true)
         .unwrap();
     assert_eq!(first.applied, 3);
     let rows = public_rows(&app_b);
     let tick = b.tick().unwrap();
     let second = b
-        .apply_batch(&mut session, changes, &made_with, true)
+        .apply_batch(&mut session, &changes, &made_with, true)
         .unwrap();
     assert_eq!((second.applied, second.skipped), (0, 3));
     assert_eq!(public_rows(&app_b), rows);
@@ -805,7 +807,7 @@ fn a_child_whose_parent_never_arrives_is_left_out_of_the_knowledge_and_comes_aga
     };
     let mut session = ImportSession::new(source, made_with.clone(), ConflictRule::Defer);
     let out = b
-        .apply_batch(&mut session, vec![orphan], &made_with, true)
+        .apply_batch(&mut session, &[orphan], &made_with, true)
         .unwrap();
     assert_eq!(out.errors.len(), 1);
     assert!(
