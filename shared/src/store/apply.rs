@@ -313,8 +313,8 @@ impl Store {
         if !session.unclaimed.is_empty() {
             learned = learned.difference(&session.unclaimed);
         }
-        self.save_learned(&learned)?;
-        outcome.knowledge = self.knowledge()?;
+        let stored = self.save_learned(&learned)?;
+        outcome.knowledge = self.with_own_ticks(stored)?;
         Ok(outcome)
     }
 
@@ -1088,8 +1088,9 @@ impl Store {
 
     /// Adds the learned knowledge to the stored knowledge. Knowledge of this store's own ticks
     /// beyond its counter (a store restored from a backup hearing of its lost changes) moves the
-    /// counter forward, so no tick is ever given out twice.
-    fn save_learned(&mut self, learned: &Knowledge) -> Result<(), StoreError> {
+    /// counter forward, so no tick is ever given out twice. Returns the stored knowledge as
+    /// written, so the batch's end knowledge is not read and parsed back.
+    fn save_learned(&mut self, learned: &Knowledge) -> Result<Knowledge, StoreError> {
         let mut stored = self.stored_knowledge()?;
         stored.union_with(learned);
         let own_max = stored
@@ -1097,7 +1098,8 @@ impl Store {
             .and_then(|t| t.max_tick())
             .unwrap_or(0);
         stored.set(&self.replica, Default::default());
-        self.write_stored_knowledge(&stored, own_max)
+        self.write_stored_knowledge(&stored, own_max)?;
+        Ok(stored)
     }
 
     /// The knowledge row as stored: of other replicas only (its own is `1..=tick`).

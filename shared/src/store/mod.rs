@@ -346,11 +346,21 @@ impl Store {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .ctx(&self.path, "cannot read knowledge")?;
-        let mut knowledge = self.parse_knowledge(&json, "knowledge")?;
+        let knowledge = self.parse_knowledge(&json, "knowledge")?;
+        Ok(self.add_own_ticks(knowledge, tick.max(0) as u64))
+    }
+
+    /// The whole knowledge from the stored row's `knowledge` as already parsed: the store's own
+    /// ticks `1..=tick` added (the counter read now).
+    pub(super) fn with_own_ticks(&self, stored: Knowledge) -> Result<Knowledge, StoreError> {
+        Ok(self.add_own_ticks(stored, self.tick()?))
+    }
+
+    fn add_own_ticks(&self, mut knowledge: Knowledge, tick: u64) -> Knowledge {
         if tick > 0 {
-            knowledge.insert_range(&self.replica, 1, tick as u64);
+            knowledge.insert_range(&self.replica, 1, tick);
         }
-        Ok(knowledge)
+        knowledge
     }
 
     /// Forgotten knowledge (seed 001): versions whose tombstones were cleaned up.
