@@ -16,7 +16,7 @@ use super::id_window::{is_windowed, window_len, IdWindow};
 use super::items::{lacks_a_unit_row, ItemChange};
 pub use super::scoped_export::ExportScope;
 use super::scoped_export::{Expansion, Filler};
-use super::{Store, StoreError};
+use super::{FastSet, Store, StoreError};
 use crate::knowledge::{Knowledge, ReplicaId, TickSet, Version};
 use crate::model::{Change, LeftChange, Phase};
 
@@ -155,7 +155,7 @@ impl Store {
         let replicas: Vec<ReplicaId> = made_with.replicas().cloned().collect();
         let mut batch_phase: Option<Phase> = None;
         // Items (by rid) this batch has looked at: an item has an index row per unit.
-        let mut looked_at = std::collections::HashSet::new();
+        let mut looked_at = FastSet::default();
         if cursor.expansion.is_some() {
             self.expand(&mut filler, cursor)?;
             batch_phase = cursor.phase();

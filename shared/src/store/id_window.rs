@@ -41,7 +41,7 @@ use rusqlite::OptionalExtension;
 use super::enumerate::{range_after, EnumerationCursor, CHUNK};
 use super::error::SqlContext;
 use super::scoped_export::Filler;
-use super::{Store, StoreError};
+use super::{FastSet, Store, StoreError};
 use crate::knowledge::{Knowledge, TickSet};
 use crate::model::{ItemKind, Phase};
 
@@ -134,7 +134,7 @@ impl Store {
         filler: &mut Filler<'_>,
         cursor: &mut EnumerationCursor,
         dest: &Knowledge,
-        looked_at: &mut HashSet<i64>,
+        looked_at: &mut FastSet<i64>,
     ) -> Result<bool, StoreError> {
         let n = filler.room().min(cursor.window.len());
         let mut next: Vec<(i64, u64)> = cursor.window.drain(..n).collect();

@@ -1,10 +1,8 @@
 //! One item's versions and values: read for export, read for the conflict check (seed 001's
 //! GetLocalVersions), and converted to and from the wire form with its per-batch replica table.
 
-use std::collections::HashMap;
-
 use super::error::SqlContext;
-use super::{Store, StoreError};
+use super::{FastMap, Store, StoreError};
 use crate::knowledge::{ReplicaId, Version};
 use crate::model::{Body, Change, ItemKind, StoredBody, Unit, UnitChange, UnitValue, WireVersion};
 
@@ -140,7 +138,7 @@ impl ItemChange {
 #[derive(Debug, Default)]
 pub struct ReplicaTable {
     ids: Vec<ReplicaId>,
-    index: HashMap<ReplicaId, u32>,
+    index: FastMap<ReplicaId, u32>,
 }
 
 impl ReplicaTable {

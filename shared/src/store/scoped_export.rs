@@ -11,13 +11,13 @@
 //!   subtree along, every item the destination does not hold yet (`ExportScope::holds`), and its
 //!   own versions are learned only with the last of them — a session cut short sends it again.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 
 use super::enumerate::{approximate_size, EnumerationCursor, ExportBatch, CHUNK};
 use super::error::SqlContext;
 use super::items::{ItemChange, ReplicaTable};
 use super::scoped::FolderTree;
-use super::{Store, StoreError};
+use super::{FastSet, Store, StoreError};
 use crate::knowledge::{Knowledge, Version};
 use crate::model::{Body, Change, ItemKind, LeftChange, Phase, UnitValue};
 use crate::scope::{FolderPattern, Membership};
@@ -47,7 +47,7 @@ pub(super) struct Filler<'a> {
     /// Whether this store holds any message without its body.
     headers_only: bool,
     table: ReplicaTable,
-    pub(super) seen: HashSet<String>,
+    pub(super) seen: FastSet<String>,
     changes: Vec<Change>,
     versions: Vec<Version>,
     left: Vec<LeftChange>,
@@ -73,7 +73,7 @@ impl<'a> Filler<'a> {
             tree,
             headers_only: store.any_headers_only()?,
             table: ReplicaTable::default(),
-            seen: HashSet::new(),
+            seen: FastSet::default(),
             changes: Vec::new(),
             versions: Vec::new(),
             left: Vec::new(),
