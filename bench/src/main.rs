@@ -227,6 +227,7 @@ fn measure(
     eprintln!("icsync-bench: N = {n}: {reps} no-op and {reps} 300-change sessions …");
     let mut noop = Repeated::default();
     for _ in 0..reps {
+        settle_disk()?;
         let run = agent.sync(false)?;
         if run.sent != 0 {
             bail!("a no-op session sent {} items", run.sent);
@@ -236,6 +237,9 @@ fn measure(
     let mut changes = Repeated::default();
     for round in 0..reps {
         fill::three_hundred_changes(&source, &folder_ids, round as u64, ids)?;
+        // Like every timed step, the session starts with no dirty pages: not the application's
+        // write just made, nor what the initial syncs and the references left to write back.
+        settle_disk()?;
         let run = agent.sync(false)?;
         if run.sent != 300 {
             bail!("a 300-change session sent {} items", run.sent);
