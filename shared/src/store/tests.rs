@@ -365,7 +365,7 @@ fn seed_004_synchronization_example() {
 fn a_store_restored_from_a_backup_reports_the_ticks_it_hears_of_as_its_own() {
     let dir = tempfile::tempdir().unwrap();
     let (mut a, _app_a) = new_store(&dir, "a.db");
-    let (b, app_b) = new_store(&dir, "b.db");
+    let (mut b, app_b) = new_store(&dir, "b.db");
     app_b
         .execute_batch("INSERT INTO folders (id, name) VALUES ('F1', 'one');")
         .unwrap();
@@ -375,10 +375,9 @@ fn a_store_restored_from_a_backup_reports_the_ticks_it_hears_of_as_its_own() {
         .unwrap();
     seed_replica_b(&app_b);
     let rb = b.replica().clone();
-    drop((b, app_b));
-    let mut b = Store::open(&dir.path().join("b.db")).unwrap();
     sync(&mut b, &mut a, 2, ConflictRule::Defer);
-    drop(b);
+    // Both connections closed first, so no WAL of the later B outlives the copy.
+    drop((b, app_b));
     // B comes back from the backup: its counter is 1 again, and A knows B:1..=5.
     std::fs::copy(&backup, dir.path().join("b.db")).unwrap();
     let mut b = Store::open(&dir.path().join("b.db")).unwrap();
@@ -386,7 +385,7 @@ fn a_store_restored_from_a_backup_reports_the_ticks_it_hears_of_as_its_own() {
     // `sync` checks each batch's reported knowledge against the store's, read back.
     let outcomes = sync(&mut a, &mut b, 2, ConflictRule::Defer);
     assert!(outcomes.last().unwrap().knowledge.contains(&Version {
-        replica: rb.clone(),
+        replica: rb,
         tick: 5
     }));
     assert_eq!(
