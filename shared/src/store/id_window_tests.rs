@@ -2,10 +2,9 @@
 //! exactly what they carry, and read each item when their batch is filled.
 #![allow(clippy::unwrap_used)]
 
-use super::tests::{new_store, public_rows, sync};
+use super::tests::{new_store, public_rows, sync, sync_observed};
 use super::*;
 use crate::model::Phase;
-use crate::store::items::ItemChange;
 
 /// 60 messages in folder `f`, inserted in an order that is not their ids' order.
 fn scrambled_messages(app: &rusqlite::Connection) -> Vec<String> {
@@ -23,8 +22,8 @@ fn scrambled_messages(app: &rusqlite::Connection) -> Vec<String> {
 }
 
 /// One session from `src` into `dst` in batches of `batch`, calling `between` with the number
-/// of batches applied so far after each; it stops after `stop_after` batches if given (a session
-/// cut short). Returns the message ids of each Contents batch.
+/// of batches applied so far after each but the last; it stops after `stop_after` batches if
+/// given (a session cut short). Returns the message ids of each Contents batch.
 fn session(
     src: &mut Store,
     dst: &mut Store,
@@ -32,41 +31,25 @@ fn session(
     stop_after: Option<usize>,
     mut between: impl FnMut(usize),
 ) -> Vec<Vec<String>> {
-    let made_with = src.knowledge().unwrap();
-    let mut import = ImportSession::new(
-        src.replica().clone(),
-        made_with.clone(),
-        ConflictRule::NewerWins,
-    );
-    let mut dest = dst.knowledge().unwrap();
-    let mut cursor = EnumerationCursor::default();
     let mut contents = Vec::new();
-    for n in 1.. {
-        let b = src
-            .next_batch(&mut cursor, &made_with, &dest, batch, 1 << 20)
-            .unwrap();
-        let learned = if b.done {
-            made_with.clone()
-        } else {
-            made_with.project(b.versions.iter())
-        };
-        if b.phase == Phase::Contents && !b.changes.is_empty() {
-            contents.push(b.changes.iter().map(|c| c.id.clone()).collect());
-        }
-        let changes = b
-            .changes
-            .into_iter()
-            .map(|c| ItemChange::from_wire(c, &b.replicas).unwrap())
-            .collect::<Vec<_>>();
-        dest = dst
-            .apply_batch(&mut import, &changes, &learned, b.done)
-            .unwrap()
-            .knowledge;
-        if b.done || stop_after == Some(n) {
-            break;
-        }
-        between(n);
-    }
+    let rule = ConflictRule::NewerWins;
+    sync_observed(
+        src,
+        dst,
+        batch,
+        rule,
+        Vec::new(),
+        |n, phase, changes, done| {
+            if phase == Phase::Contents && !changes.is_empty() {
+                contents.push(changes.iter().map(|c| c.id.clone()).collect());
+            }
+            if done || stop_after == Some(n) {
+                return false;
+            }
+            between(n);
+            true
+        },
+    );
     contents
 }
 

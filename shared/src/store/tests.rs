@@ -99,13 +99,26 @@ pub(super) fn sync_with(
     rule: ConflictRule,
     resolutions: Vec<Resolution>,
 ) -> Vec<ApplyOutcome> {
+    sync_observed(src, dst, batch, rule, resolutions, |_, _, _, _| true)
+}
+
+/// [`sync_with`], calling `each(n, phase, changes, done)` after the `n`th batch is applied; the
+/// session stops after the last batch or when `each` returns false (a session cut short).
+pub(super) fn sync_observed(
+    src: &mut Store,
+    dst: &mut Store,
+    batch: usize,
+    rule: ConflictRule,
+    resolutions: Vec<Resolution>,
+    mut each: impl FnMut(usize, crate::model::Phase, &[ItemChange], bool) -> bool,
+) -> Vec<ApplyOutcome> {
     let made_with = src.knowledge().unwrap();
     let mut session = ImportSession::new(src.replica().clone(), made_with.clone(), rule)
         .with_resolutions(resolutions);
     let mut dest = dst.knowledge().unwrap();
     let mut cursor = EnumerationCursor::default();
     let mut outcomes = Vec::new();
-    loop {
+    for n in 1.. {
         let b = src
             .next_batch(&mut cursor, &made_with, &dest, batch, 1 << 20)
             .unwrap();
@@ -126,10 +139,11 @@ pub(super) fn sync_with(
         assert_eq!(outcome.knowledge, dst.knowledge().unwrap());
         dest = outcome.knowledge.clone();
         outcomes.push(outcome);
-        if b.done {
-            return outcomes;
+        if !each(n, b.phase, &changes, b.done) || b.done {
+            break;
         }
     }
+    outcomes
 }
 
 pub(super) fn public_rows(app: &Connection) -> Vec<String> {
