@@ -379,7 +379,7 @@ macro_rules! change_where {
             "SELECT i.id, i.kind, i.created_r, i.created_t, i.deleted_at, u.unit, u.r, u.t, u.at, ",
             "m.subject, m.sender, m.received_at, m.headers, m.body, m.is_read, m.folder_id, ",
             "f.name, f.parent_id, coalesce(m.id, f.id) IS NOT NULL, i.created_at FROM sync_items i ",
-            "LEFT JOIN messages m ON i.kind = 1 AND i.deleted_at IS NULL AND m.id = i.id ",
+            "LEFT JOIN messages m ON i.kind = 1 AND i.deleted_at IS NULL AND m.sync_rid = i.rid ",
             "LEFT JOIN folders f ON i.kind = 0 AND i.deleted_at IS NULL AND f.id = i.id ",
             "LEFT JOIN sync_units u ON u.item = i.rid WHERE ",
             $key,

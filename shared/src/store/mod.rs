@@ -80,12 +80,15 @@ pub const WAL_AUTOCHECKPOINT_PAGES: i64 = 10_000;
 /// reference inserts use it too.
 pub const IMPORT_PAGE_CACHE_MIB: u32 = 8;
 
-/// The page cache of an export connection, in MiB. An export reads each message it sends through
-/// the same random-key tree (an item's row in `messages`, by its id), while the messages' own
-/// pages stream through the cache once each. With SQLite's default of 2 MiB the stream pushed
-/// the tree's leaves out between two lookups: an initial sync of 100k messages with random ids
-/// read 834 MB of its 275 MB store in 101,890 read calls; with 8 MiB, 322 MB in 39,354
-/// (`bench/PROFILE.md`, round fourteen). The synchronizer sets it.
+/// The page cache of an export connection, in MiB. An export read each message it sends through
+/// a random-key tree (an item's row in `messages`, by its id), while the messages' own pages
+/// streamed through the cache once each. With SQLite's default of 2 MiB the stream pushed the
+/// tree's leaves out between two lookups: an initial sync of 100k messages with random ids read
+/// 834 MB of its 275 MB store in 101,890 read calls; with 8 MiB, 322 MB in 39,354
+/// (`bench/PROFILE.md`, round fourteen). Since migration 9 a message is found by its item's rid,
+/// in the order the messages lie (267 MB in 32,608 calls, round seventeen); the cache still holds
+/// an id window's messages (`id_window`), which a batch reads a third of. The synchronizer sets
+/// it.
 pub const EXPORT_PAGE_CACHE_MIB: u32 = 8;
 
 /// An open information store: one SQLite connection and the store's identity.

@@ -635,11 +635,12 @@ fn an_item_is_read_for_export_in_one_statement_its_row_found_once() {
         (super::items::CHANGE_BY_ID, &by_id[..]),
     ] {
         // The item's row by its rid, the message or folder row looked up once, then the item's
-        // units walked.
+        // units walked. A message is found by its item's rid (migration 9), in the order the
+        // messages lie, not at a random place of `messages`' id index.
         let mut expected = vec!["SEARCH i USING INTEGER PRIMARY KEY (rowid=?)"];
         expected.extend_from_slice(after_item);
         expected.extend([
-            "SEARCH m USING INDEX sqlite_autoindex_messages_1 (id=?) LEFT-JOIN",
+            "SEARCH m USING INDEX messages_by_sync_rid (sync_rid=?) LEFT-JOIN",
             "SEARCH f USING INDEX sqlite_autoindex_folders_1 (id=?) LEFT-JOIN",
             "SEARCH u USING PRIMARY KEY (item=?) LEFT-JOIN",
         ]);
