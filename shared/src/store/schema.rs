@@ -747,7 +747,7 @@ CREATE INDEX sync_items_by_creation ON sync_items(kind, created_r, created_t)
 /// the largest index when ids are random, and the index's leaves and the messages' pages pushed
 /// each other out of the synchronizer's page cache (`bench/PROFILE.md`, round seventeen). Rids
 /// grow as items arrive, so this index is read in the order the messages lie, and an import
-/// appends to it.
+/// appends to it. Building it reads every message once, at a store's first open by this build.
 const MIGRATION_9: &str = r#"
 CREATE INDEX messages_by_sync_rid ON messages(sync_rid);
 "#;
