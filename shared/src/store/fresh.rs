@@ -201,8 +201,8 @@ pub(super) fn split_new_messages<'a>(
 }
 
 /// For each change of `order`, whether no other change has its id. A batch of messages comes
-/// sorted by id (`apply::in_apply_order`), where an id that comes twice comes in a row: then
-/// the runs of equal ids tell, without hashing every id (~2 % of an import's instructions did that).
+/// sorted by id (`apply::in_apply_order`), where an id that comes twice comes in a row: then the
+/// runs of equal ids tell, without hashing every id (~2 % of an import's instructions did that).
 /// Any other order is counted.
 fn ids_alone(order: &[&ItemChange]) -> Vec<bool> {
     if order.windows(2).all(|w| w[0].id <= w[1].id) {

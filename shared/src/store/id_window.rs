@@ -34,7 +34,7 @@
 //!   reverse, so each starts on the pages the last one left in the cache;
 //! - the window holds two integers per change, not the changes.
 //!
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 
 use rusqlite::OptionalExtension;
 
@@ -84,7 +84,7 @@ impl Store {
         len: usize,
     ) -> Result<(), StoreError> {
         let mut hits: Vec<(i64, u64)> = Vec::new();
-        let mut queued = HashSet::new();
+        let mut queued = FastSet::default();
         while hits.len() < len {
             let Some((from, to)) = range_after(missing, cursor.after) else {
                 break;
