@@ -230,15 +230,15 @@ fn attached_len(message: &Message) -> usize {
 pub(crate) fn attach(bytes: &[u8]) -> bool {
     SINK.with(|sink| match sink.borrow_mut().as_mut() {
         Some(sink) => {
-            let start = sink.at.checked_sub(bytes.len());
-            match start.and_then(|start| Some((start, sink.bytes.get_mut(start..sink.at)?))) {
-                Some((start, place)) => {
-                    place.copy_from_slice(bytes);
-                    sink.at = start;
-                    true
-                }
-                None => false,
-            }
+            let Some(start) = sink.at.checked_sub(bytes.len()) else {
+                return false;
+            };
+            let Some(place) = sink.bytes.get_mut(start..sink.at) else {
+                return false;
+            };
+            place.copy_from_slice(bytes);
+            sink.at = start;
+            true
         }
         None => false,
     })
