@@ -169,14 +169,14 @@ impl Store {
             return Ok(Some(FastSet::default()));
         };
         let most = changes.len();
+        // One more than the batch can hold tells a range of too many.
+        let cap = i64::try_from(most).unwrap_or(i64::MAX).saturating_add(1);
         let mut statement = self
             .conn
             .prepare_cached(HELD_BETWEEN)
             .ctx(&self.path, "cannot prepare an import statement")?;
         let held = statement
-            .query_map(params![low, high, most.saturating_add(1) as i64], |r| {
-                r.get::<_, String>(0)
-            })
+            .query_map(params![low, high, cap], |r| r.get::<_, String>(0))
             .and_then(|rows| rows.collect::<Result<FastSet<String>, _>>())
             .ctx(&self.path, "cannot look up items")?;
         Ok((held.len() <= most).then_some(held))
@@ -657,7 +657,7 @@ mod tests {
                 v
             })
         };
-        // m1..m4 holds the folder m3 and the tombstones m2 and m4; the live message and the
+        // m0..m4 holds the folder m3 and the tombstones m2 and m4; the live message and the
         // tombstones past m4 are not the probe's.
         assert_eq!(
             held(&["m4", "m1", "m35", "m0"]),
