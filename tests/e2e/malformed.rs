@@ -55,7 +55,7 @@ fn each_daemon_refuses_bad_input_clearly_and_stays_up() {
         );
         assert!(messages[2].contains("invalid type"), "{messages:?}");
         assert!(
-            messages[3].contains("protocol version 99 is not supported (this side speaks 2)"),
+            messages[3].contains("protocol version 99 is not supported (this side speaks 3)"),
             "{messages:?}"
         );
         assert!(messages[4].contains("protocol version 99"), "{messages:?}");
@@ -67,7 +67,7 @@ fn each_daemon_refuses_bad_input_clearly_and_stays_up() {
     // A wrong role is refused too.
     let reply = raw_exchange(
         &w.coll_socket("b"),
-        &frame(r#"{"type":"hello","protocol":2,"role":"agent"}"#),
+        &frame(r#"{"type":"hello","protocol":3,"role":"agent"}"#),
     )
     .unwrap();
     assert!(
@@ -132,7 +132,7 @@ fn open_import_session(w: &World, store: &str) -> std::os::unix::net::UnixStream
     let mut s = std::os::unix::net::UnixStream::connect(w.coll_socket(store)).unwrap();
     s.set_read_timeout(Some(icsync_e2e::DEADLINE)).unwrap();
     s.write_all(&frame(
-        r#"{"type":"hello","protocol":2,"role":"synchronizer"}"#,
+        r#"{"type":"hello","protocol":3,"role":"synchronizer"}"#,
     ))
     .unwrap();
     assert_eq!(read_frame(&mut s).unwrap()["type"], "welcome");

@@ -39,6 +39,9 @@ thread_local! {
     static BUFFERED: Cell<bool> = const { Cell::new(false) };
     /// The buffers of the last frame this thread sent, kept for the next one it encodes.
     static SPARE: RefCell<Buffers> = const { RefCell::new(Buffers::new()) };
+    /// The packed changes of the batch this thread is encoding, while it encodes one that
+    /// packs them (`packed.rs`).
+    static PACKED: RefCell<Option<Vec<u8>>> = const { RefCell::new(None) };
 }
 
 /// The largest buffer kept for reuse (a batch of the default size needs ~2.3 MB): a thread that
@@ -70,13 +73,13 @@ struct Source {
 /// Before, each of a batch's ~30,000 strings was checked on its own, 4 % of the collector's
 /// instructions (`bench/PROFILE.md`, step 23). A frame that is not (a BLOB body that is no
 /// UTF-8) is read as bytes, each string and text value checked as it is met.
-enum Frame {
+pub(super) enum Frame {
     Text(String),
     Bytes(Vec<u8>),
 }
 
 impl Frame {
-    fn bytes(&self) -> &[u8] {
+    pub(super) fn bytes(&self) -> &[u8] {
         match self {
             Frame::Text(text) => text.as_bytes(),
             Frame::Bytes(bytes) => bytes,
@@ -111,6 +114,8 @@ struct Buffers {
     json: Vec<u8>,
     values: Vec<u8>,
     at: usize,
+    /// A change batch's changes, packed (`packed.rs`), before they are attached.
+    packed: Vec<u8>,
 }
 
 impl Buffers {
@@ -119,6 +124,7 @@ impl Buffers {
             json: Vec::new(),
             values: Vec::new(),
             at: 0,
+            packed: Vec::new(),
         }
     }
 
@@ -148,7 +154,9 @@ impl Parts {
     /// The frame's body as the slices to write one after another: the JSON, then the attached
     /// values, the last met first.
     pub fn slices(&self) -> [&[u8]; 2] {
-        let Buffers { json, values, at } = &self.0;
+        let Buffers {
+            json, values, at, ..
+        } = &self.0;
         [json, values.get(*at..).unwrap_or_default()]
     }
 
@@ -163,27 +171,52 @@ impl Drop for Parts {
     /// Keeps the buffers for this thread's next frame, unless they grew past [`MAX_SPARE`].
     fn drop(&mut self) {
         let buffers = std::mem::replace(&mut self.0, Buffers::new());
-        if buffers.values.capacity() <= MAX_SPARE && buffers.json.capacity() <= MAX_SPARE {
+        if [&buffers.values, &buffers.json, &buffers.packed]
+            .iter()
+            .all(|b| b.capacity() <= MAX_SPARE)
+        {
             SPARE.with(|spare| *spare.borrow_mut() = buffers);
         }
     }
 }
 
-/// Encodes `message`, attaching the bodies and headers it carries.
+/// Encodes `message`, attaching the bodies and headers it carries; a change batch's changes
+/// packed (`packed.rs`).
 pub(super) fn encode(message: &Message) -> Result<Parts, serde_json::Error> {
+    encode_with(message, true)
+}
+
+/// [`encode`], with a change batch's changes packed or, as a batch that cannot be packed is
+/// written, as JSON whose bodies and headers are attached.
+fn encode_with(message: &Message, pack: bool) -> Result<Parts, serde_json::Error> {
     let Buffers {
         mut json,
         mut values,
+        mut packed,
         ..
     } = Buffers::spare();
-    values.resize(attached_len(message), 0);
+    let packs = match message {
+        Message::ChangeBatch(batch) if pack => super::packed::pack(&batch.changes, &mut packed),
+        _ => false,
+    };
+    let packed_len = if packs { packed.len() } else { 0 };
+    values.resize(attached_len(message).saturating_add(packed_len), 0);
     let at = values.len();
     SINK.with(|sink| *sink.borrow_mut() = Some(Sink { bytes: values, at }));
-    // Takes the sink down however encoding ends (a panicking `Serialize` included), so no later
-    // inline write finds it set.
-    let open = OnDrop(|| drop(SINK.with(|sink| sink.borrow_mut().take())));
+    if packs {
+        PACKED.with(|p| *p.borrow_mut() = Some(std::mem::take(&mut packed)));
+    }
+    // Takes the sink and the packed changes down however encoding ends (a panicking
+    // `Serialize` included), so no later inline write finds them set.
+    let open = OnDrop(|| {
+        drop(SINK.with(|sink| sink.borrow_mut().take()));
+        drop(PACKED.with(|p| p.borrow_mut().take()));
+    });
     let written = serde_json::to_writer(&mut json, message);
     let sink = SINK.with(|sink| sink.borrow_mut().take());
+    if let Some(used) = PACKED.with(|p| p.borrow_mut().take()) {
+        packed = used;
+    }
     drop(open);
     let Sink { bytes, at } = sink.unwrap_or(Sink {
         bytes: Vec::new(),
@@ -193,6 +226,7 @@ pub(super) fn encode(message: &Message) -> Result<Parts, serde_json::Error> {
         json,
         values: bytes,
         at,
+        packed,
     });
     written?;
     Ok(parts)
@@ -241,6 +275,26 @@ pub(crate) fn attach(bytes: &[u8]) -> bool {
             true
         }
         None => false,
+    })
+}
+
+/// Attaches the packed changes of the batch being encoded on this thread, if it packs them:
+/// the packed bytes, then each message's headers and body in the order the reader meets them.
+/// Their length, for the placeholder; `None` when the batch is not packed (its changes are then
+/// written as JSON, their values attached as met).
+pub(super) fn packed_changes(changes: &[crate::model::Change]) -> Result<Option<usize>, String> {
+    PACKED.with(|packed| {
+        let packed = packed.borrow();
+        let Some(bytes) = packed.as_ref() else {
+            return Ok(None);
+        };
+        if !attach(bytes) {
+            return Ok(None);
+        }
+        if !super::packed::attach_values(changes, attach) {
+            return Err("the packed changes' values do not fit the frame".into());
+        }
+        Ok(Some(bytes.len()))
     })
 }
 
@@ -343,7 +397,7 @@ impl<F: FnMut()> Drop for OnDrop<F> {
 fn take_text(len: u64, what: &str) -> Result<String, String> {
     take_with(len, what, |frame, range| {
         // In a frame checked whole, a value is UTF-8 if it starts and ends between characters.
-        if let Frame::Text(text) = frame {
+        if let Frame::Text(text) = &**frame {
             if let Some(value) = text.get(range.clone()) {
                 return Ok(value.to_owned());
             }
@@ -362,7 +416,7 @@ fn take_text(len: u64, what: &str) -> Result<String, String> {
 fn take_with<T>(
     len: u64,
     what: &str,
-    read: impl FnOnce(&Frame, std::ops::Range<usize>) -> Result<T, String>,
+    read: impl FnOnce(&Rc<Frame>, std::ops::Range<usize>) -> Result<T, String>,
 ) -> Result<T, String> {
     SOURCE.with(|source| {
         let mut source = source.borrow_mut();
@@ -388,6 +442,15 @@ fn take_with<T>(
         source.end = start;
         Ok(value)
     })
+}
+
+/// The packed changes, `len` bytes counting from the frame's end, read with the headers and
+/// bodies they name, which follow them in the frame's order (`packed.rs`).
+pub(super) fn take_packed(len: u64) -> Result<Vec<crate::model::Change>, String> {
+    let (frame, range) = take_with(len, "the packed changes", |frame, range| {
+        Ok((Rc::clone(frame), range))
+    })?;
+    super::packed::unpack(&frame, range, take_text, take)
 }
 
 /// A body as read off the wire with its placeholder, if it has one, replaced by its value.
@@ -484,6 +547,12 @@ mod tests {
         })
     }
 
+    /// A frame as a batch that cannot be packed is written: its changes as JSON, their headers
+    /// and bodies attached as met.
+    fn encode_json(message: &Message) -> Result<Parts, serde_json::Error> {
+        encode_with(message, false)
+    }
+
     fn read(json: &[u8], attached: &[u8]) -> Result<Message, ProtocolError> {
         let mut frame = json.to_vec();
         frame.extend_from_slice(attached);
@@ -523,7 +592,7 @@ mod tests {
                 Some(Body::Text(String::new())),
             ],
         );
-        let parts = encode(&sent).unwrap();
+        let parts = encode_json(&sent).unwrap();
         let json = String::from_utf8(parts.json().to_vec()).unwrap();
         assert!(json.contains(r#""headers":{"text_bytes":21}"#), "{json}");
         assert!(json.contains(r#""body":{"text_bytes":16}"#), "{json}");
@@ -613,7 +682,7 @@ mod tests {
     /// the bigger frame before it is left in them), and a frame too big to keep is let go.
     #[test]
     fn a_frames_buffers_are_reused_by_the_next_and_hold_only_its_bytes() {
-        let big = encode(&batch(
+        let big = encode_json(&batch(
             "H: big\r\n",
             vec![Some(Body::Text("x".repeat(5000)))],
         ))
@@ -621,7 +690,7 @@ mod tests {
         let big_capacity = big.0.values.capacity();
         drop(big);
         let small_batch = batch("H: s\r\n", vec![Some(Body::Text("ab".into()))]);
-        let small = encode(&small_batch).unwrap();
+        let small = encode_json(&small_batch).unwrap();
         assert!(
             small.0.values.capacity() >= big_capacity,
             "the spare buffer is taken"
@@ -631,10 +700,10 @@ mod tests {
         assert_eq!(contents(&got), contents(&small_batch));
         drop(small);
 
-        let mut huge = encode(&small_batch).unwrap();
+        let mut huge = encode_json(&small_batch).unwrap();
         huge.0.values.reserve(MAX_SPARE + 1);
         drop(huge);
-        let next = encode(&small_batch).unwrap();
+        let next = encode_json(&small_batch).unwrap();
         assert!(
             next.0.values.capacity() < MAX_SPARE,
             "a huge buffer is not kept"
@@ -643,7 +712,7 @@ mod tests {
 
     #[test]
     fn attachments_that_do_not_add_up_are_refused_by_name() {
-        let parts = encode(&batch(
+        let parts = encode_json(&batch(
             "",
             vec![
                 Some(Body::Text("abc".into())),
@@ -703,7 +772,7 @@ mod tests {
     /// there.
     #[test]
     fn attached_values_need_type_first() {
-        let parts = encode(&batch("H: v\r\n", vec![Some(Body::Text("abc".into()))])).unwrap();
+        let parts = encode_json(&batch("H: v\r\n", vec![Some(Body::Text("abc".into()))])).unwrap();
         let json = String::from_utf8(parts.json().to_vec()).unwrap();
         let moved = json
             .replacen(r#"{"type":"change_batch","#, "{", 1)
@@ -727,7 +796,7 @@ mod tests {
     /// allows, is not.
     #[test]
     fn only_whitespace_may_follow_a_message_without_attached_values() {
-        let hello = br#"{"type":"hello","protocol":2,"role":"agent"}"#;
+        let hello = br#"{"type":"hello","protocol":3,"role":"agent"}"#;
         assert!(read(hello, b" \n").is_ok());
         let err = read(hello, b"xyz").unwrap_err().to_string();
         assert!(

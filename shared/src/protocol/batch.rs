@@ -61,6 +61,11 @@ pub struct ChangeBatch {
     pub phase: Phase,
     /// The replica table the changes' versions index.
     pub replicas: Vec<ReplicaId>,
+    /// Inside a frame, packed (`packed.rs`); a JSON array elsewhere, and read in either form.
+    #[serde(
+        serialize_with = "super::packed::serialize_changes",
+        deserialize_with = "super::packed::deserialize_changes"
+    )]
     pub changes: Vec<Change>,
     /// What the destination learns once every change is applied (seed 003): the source's
     /// knowledge projected onto the batch, or all of it with the last batch.

@@ -6,8 +6,9 @@ use serde::{Deserialize, Serialize};
 use crate::knowledge::ReplicaId;
 
 /// The protocol version this build speaks. A peer of another version is refused with an error
-/// that names both. Version 2 attaches message bodies after the JSON (`attached`).
-pub const PROTOCOL_VERSION: u32 = 2;
+/// that names both. Version 2 attaches message bodies after the JSON (`attached`); version 3
+/// packs a batch's changes (`packed`).
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Who is calling, or who answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -5,6 +5,7 @@
 //! - `frame`: length-prefixed frames with a size cap checked before the body is read.
 //! - `attached`: a batch's message bodies and headers as raw bytes after the frame's JSON
 //!   (protocol 2).
+//! - `packed`: a batch's changes in a compact binary form, attached like them (protocol 3).
 //! - `connection`: the buffered, typed connection.
 //! - `handshake`: `hello` / `welcome` / `error` — every connection opens with the protocol
 //!   version and the caller's role.
@@ -20,6 +21,7 @@ mod connection;
 pub mod frame;
 mod handshake;
 mod message_de;
+mod packed;
 mod sync;
 
 use serde::Serialize;

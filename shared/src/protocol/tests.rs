@@ -22,7 +22,7 @@ fn hello_is_one_flat_json_object() {
     });
     assert_eq!(
         serde_json::to_string(&m).unwrap(),
-        r#"{"type":"hello","protocol":2,"role":"agent"}"#
+        r#"{"type":"hello","protocol":3,"role":"agent"}"#
     );
 }
 
