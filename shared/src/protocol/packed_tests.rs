@@ -172,6 +172,36 @@ fn a_batch_that_cannot_be_packed_goes_as_json() {
     assert_eq!(changes_of(decode(&mut frame).unwrap()), changes_of(sent));
 }
 
+/// ARCHITECTURE.md's example batch (folder `I1` renamed), packed byte for byte as it says.
+#[test]
+fn the_documented_example_packs_as_documented() {
+    let change = Change {
+        id: "I1".into(),
+        kind: ItemKind::Folder,
+        created: WireVersion(0, 1),
+        units: vec![
+            UnitChange {
+                version: WireVersion(0, 5),
+                at: 1_732_183_205_000,
+                value: UnitValue::Name {
+                    name: "one, edited".into(),
+                },
+            },
+            UnitChange {
+                version: WireVersion(0, 1),
+                at: 1_732_183_100_000,
+                value: UnitValue::Parent { parent_id: None },
+            },
+        ],
+    };
+    let mut packed = Vec::new();
+    assert!(pack(&[change], &mut packed));
+    assert_eq!(
+        packed,
+        b"\x01\x02I1\x00\x00\x01\x02\x01\x00\x05PdDU\\Z2\x0bone, edited\x02\x00\x01@SQT\\Z2\x00"
+    );
+}
+
 /// A frame by hand: a change batch whose changes are `packed`, with `values` laid out before
 /// them (from the end backwards: the first value met is the nearest to `packed`).
 fn hand_frame(packed: &[u8], values: &[u8]) -> Vec<u8> {
