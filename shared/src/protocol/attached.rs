@@ -239,23 +239,31 @@ fn attached_len(message: &Message) -> usize {
     let Message::ChangeBatch(batch) = message else {
         return 0;
     };
-    batch
-        .changes
-        .iter()
-        .flat_map(|c| &c.units)
-        .map(|u| match &u.value {
-            UnitValue::Content { headers, body, .. } => {
-                headers.len()
-                    + match body {
-                        Some(Body::Text(text) | Body::Utf8(text)) => text.len(),
-                        Some(Body::Blob(bytes)) => bytes.len(),
-                        _ => 0,
-                    }
-            }
-            _ => 0,
-        })
+    values_of(&batch.changes)
+        .map(<[u8]>::len)
         .fold(0usize, usize::saturating_add)
         .min(MAX_FRAME as usize)
+}
+
+/// The values `changes` attach, in the order a reader meets them: each content unit's headers,
+/// then its body's bytes when the body has any to attach (TEXT, BLOB and UTF-8 BLOB). The one
+/// list [`attached_len`] counts and packed changes lay out.
+fn values_of(changes: &[crate::model::Change]) -> impl Iterator<Item = &[u8]> {
+    changes
+        .iter()
+        .flat_map(|c| &c.units)
+        .flat_map(|u| match &u.value {
+            UnitValue::Content { headers, body, .. } => {
+                let body: Option<&[u8]> = match body {
+                    Some(Body::Text(text) | Body::Utf8(text)) => Some(text.as_bytes()),
+                    Some(Body::Blob(bytes)) => Some(bytes),
+                    _ => None,
+                };
+                [Some(headers.as_bytes()), body]
+            }
+            _ => [None, None],
+        })
+        .flatten()
 }
 
 /// Lays `bytes` out just before the values of the frame being encoded on this thread; `false`,
@@ -291,7 +299,7 @@ pub(super) fn packed_changes(changes: &[crate::model::Change]) -> Result<Option<
         if !attach(bytes) {
             return Ok(None);
         }
-        if !super::packed::attach_values(changes, attach) {
+        if !values_of(changes).all(attach) {
             return Err("the packed changes' values do not fit the frame".into());
         }
         Ok(Some(bytes.len()))

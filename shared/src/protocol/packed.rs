@@ -120,25 +120,6 @@ fn value(out: &mut Vec<u8>, value: &UnitValue) -> bool {
     true
 }
 
-/// Hands `attach` the packed changes' attached values in the order the reader meets them: each
-/// content unit's headers, then its body's bytes. `false` as soon as `attach` refuses one.
-pub(super) fn attach_values(changes: &[Change], mut attach: impl FnMut(&[u8]) -> bool) -> bool {
-    changes
-        .iter()
-        .flat_map(|c| &c.units)
-        .all(|unit| match &unit.value {
-            UnitValue::Content { headers, body, .. } => {
-                attach(headers.as_bytes())
-                    && match body {
-                        Some(Body::Text(text) | Body::Utf8(text)) => attach(text.as_bytes()),
-                        Some(Body::Blob(bytes)) => attach(bytes),
-                        _ => true,
-                    }
-            }
-            _ => true,
-        })
-}
-
 fn uint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x40 {
         out.push((v as u8 & 0x3f) | 0x40);
@@ -255,6 +236,11 @@ pub(super) fn unpack(
     Ok(changes)
 }
 
+#[cold]
+fn refuse<T>(at: usize, what: &str) -> Result<T, String> {
+    Err(format!("{what} (at byte {at} of the packed changes)"))
+}
+
 /// A cursor over the packed bytes; `text` is the same bytes as a `str` when they are known to be
 /// UTF-8 (the frame was, as a whole).
 struct Reader<'f> {
@@ -265,21 +251,13 @@ struct Reader<'f> {
 
 impl Reader<'_> {
     /// Refuses the packed changes with `what`, at the next byte to read.
-    #[cold]
     fn fail<T>(&self, what: &str) -> Result<T, String> {
-        Err(format!(
-            "{what} (at byte {} of the packed changes)",
-            self.at
-        ))
+        refuse(self.at, what)
     }
 
     /// Refuses the packed changes with `what`, at the byte just read.
-    #[cold]
     fn fail_last<T>(&self, what: &str) -> Result<T, String> {
-        Err(format!(
-            "{what} (at byte {} of the packed changes)",
-            self.at.saturating_sub(1)
-        ))
+        refuse(self.at.saturating_sub(1), what)
     }
 
     fn u8(&mut self, what: &str) -> Result<u8, String> {
