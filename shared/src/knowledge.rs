@@ -115,6 +115,10 @@ impl fmt::Display for Version {
 /// `upto + 1 < from <= to`, sorted, and each range starts more than one tick
 /// after the previous one ends (disjoint and non-adjacent). Tick 0 is never
 /// contained, so every set has exactly one representation.
+/// Up to this many ranges beyond its prefix, [`TickSet::union_with`] inserts another set's
+/// ranges one by one; past it, merges the two sets in one pass.
+const FEW_RANGES: usize = 8;
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Default)]
 pub struct TickSet {
     upto: u64,
@@ -216,10 +220,54 @@ impl TickSet {
         self.exceptions.splice(i..=i, pieces);
     }
 
-    /// Adds every tick of `other`.
+    /// Adds every tick of `other`. A few ranges are inserted one by one; more are merged with
+    /// this set's in one pass: inserting each into the middle of a set of n ranges shifts the
+    /// ranges after it, n² for a knowledge of scattered ticks, which a batch of the id window
+    /// teaches (`bench/PROFILE.md`, round twenty-one).
     pub fn union_with(&mut self, other: &TickSet) {
-        for (from, to) in other.ranges() {
-            self.insert_range(from, to);
+        if other.exceptions.len() <= FEW_RANGES {
+            for (from, to) in other.ranges() {
+                self.insert_range(from, to);
+            }
+            return;
+        }
+        let merged = {
+            let (mut a, mut b) = (self.ranges().peekable(), other.ranges().peekable());
+            let mut out = TickSet::new();
+            loop {
+                let next = match (a.peek(), b.peek()) {
+                    (Some(x), Some(y)) if y.0 < x.0 => b.next(),
+                    (Some(_), _) => a.next(),
+                    (None, _) => b.next(),
+                };
+                let Some((from, to)) = next else { break };
+                out.push_sorted(from, to);
+            }
+            out
+        };
+        *self = merged;
+    }
+
+    /// The set of `ticks`, given in ascending order (repeats allowed).
+    pub fn from_sorted_ticks(ticks: impl IntoIterator<Item = u64>) -> TickSet {
+        let mut set = TickSet::new();
+        for tick in ticks {
+            set.push_sorted(tick, tick);
+        }
+        set
+    }
+
+    /// Adds `from..=to`, which starts at or after the start of every range in the set: a
+    /// comparison with the last range, where [`TickSet::insert_range`] searches.
+    fn push_sorted(&mut self, from: u64, to: u64) {
+        let from = from.max(1);
+        if from > to {
+            return;
+        }
+        match self.exceptions.last_mut() {
+            None if from <= self.upto.saturating_add(1) => self.upto = self.upto.max(to),
+            Some(last) if from <= last.1.saturating_add(1) => last.1 = last.1.max(to),
+            _ => self.exceptions.push((from, to)),
         }
     }
 
@@ -391,9 +439,18 @@ impl Knowledge {
 
     /// The knowledge of exactly those of `versions` that `self` contains.
     pub fn project<'a>(&self, versions: impl IntoIterator<Item = &'a Version>) -> Knowledge {
-        let mut out = Knowledge::new();
+        // Each replica's ticks sorted, then laid down in order: a batch's versions come in id
+        // order, their ticks scattered, and inserted one by one each shifted the ranges after
+        // it (`bench/PROFILE.md`, round twenty-one).
+        let mut ticks: BTreeMap<&ReplicaId, Vec<u64>> = BTreeMap::new();
         for v in versions.into_iter().filter(|v| self.contains(v)) {
-            out.insert(v);
+            ticks.entry(&v.replica).or_default().push(v.tick);
+        }
+        let mut out = Knowledge::new();
+        for (replica, mut ticks) in ticks {
+            ticks.sort_unstable();
+            out.map
+                .insert(replica.clone(), TickSet::from_sorted_ticks(ticks));
         }
         out
     }
@@ -832,6 +889,22 @@ mod tests {
         }
     }
 
+    /// Two sets of more than `FEW_RANGES` scattered ranges, merged: the odd ticks and the even
+    /// ones up to 40 make one range; what only one set holds stays apart.
+    #[test]
+    fn union_of_many_ranges_merges_them() {
+        let odd = TickSet::from_sorted_ticks((1..=39).step_by(2).chain([61, 63]));
+        let even = TickSet::from_sorted_ticks((2..=40).step_by(2).chain([70]));
+        assert!(odd.exceptions().len() > FEW_RANGES && even.exceptions().len() > FEW_RANGES);
+        let mut union = odd.clone();
+        union.union_with(&even);
+        assert_eq!(union.upto(), 40);
+        assert_eq!(union.exceptions(), &[(61, 61), (63, 63), (70, 70)]);
+        let mut other_way = even;
+        other_way.union_with(&odd);
+        assert_eq!(other_way, union);
+    }
+
     const REPLICAS: [&str; 3] = ["A", "B", "C"];
 
     fn arb_knowledge() -> impl Strategy<Value = Knowledge> {
@@ -926,6 +999,38 @@ mod tests {
             prop_assert_eq!(know.range_count(), 1);
             prop_assert!(know.get(&r("A")).unwrap().exceptions().is_empty());
             prop_assert_eq!(know.upto(&r("A")), ticks.len() as u64);
+        }
+
+        #[test]
+        fn tickset_union_is_the_union_of_inserts(
+            a in proptest::collection::vec((0..300u64, 0..4u64), 0..60),
+            b in proptest::collection::vec((0..300u64, 0..4u64), 0..60),
+        ) {
+            let build = |ranges: &[(u64, u64)]| {
+                let mut t = TickSet::new();
+                for &(from, len) in ranges { t.insert_range(from, from + len); }
+                t
+            };
+            let (ta, tb) = (build(&a), build(&b));
+            let mut merged = ta.clone();
+            merged.union_with(&tb);
+            check_set_invariant(&merged);
+            let mut one_by_one = ta.clone();
+            for (from, to) in tb.ranges() { one_by_one.insert_range(from, to); }
+            prop_assert_eq!(&merged, &one_by_one);
+            for x in 0..310 {
+                prop_assert_eq!(merged.contains(x), ta.contains(x) || tb.contains(x), "tick {}", x);
+            }
+        }
+
+        #[test]
+        fn from_sorted_ticks_is_their_inserts(mut ticks in proptest::collection::vec(0..120u64, 0..80)) {
+            ticks.sort_unstable();
+            let built = TickSet::from_sorted_ticks(ticks.iter().copied());
+            check_set_invariant(&built);
+            let mut inserted = TickSet::new();
+            for &t in &ticks { inserted.insert(t); }
+            prop_assert_eq!(built, inserted);
         }
 
         #[test]

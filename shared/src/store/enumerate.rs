@@ -276,25 +276,25 @@ fn missing_ticks(made_with: &Knowledge, dest: &Knowledge, replica: &ReplicaId) -
 
 /// A rough size of an item's values, to keep batches under the frame cap.
 pub(super) fn approximate_size(change: &ItemChange) -> usize {
+    let values = change.units.iter().map(|u| &u.value);
+    values.map(approximate_value_size).sum::<usize>() + change.id.len() + 32
+}
+
+/// A rough size of one unit's value ([`approximate_size`]).
+pub(super) fn approximate_value_size(value: &crate::model::UnitValue) -> usize {
     use crate::model::UnitValue;
-    change
-        .units
-        .iter()
-        .map(|u| match &u.value {
-            UnitValue::Content {
-                subject,
-                sender,
-                headers,
-                body,
-                ..
-            } => {
-                let body = body.as_ref().map_or(0, |b| b.wire_len() + b.wire_len() / 8);
-                subject.len() + sender.len() + headers.len() + body + 64
-            }
-            UnitValue::Name { name } => name.len() + 32,
-            _ => 48,
-        })
-        .sum::<usize>()
-        + change.id.len()
-        + 32
+    match value {
+        UnitValue::Content {
+            subject,
+            sender,
+            headers,
+            body,
+            ..
+        } => {
+            let body = body.as_ref().map_or(0, |b| b.wire_len() + b.wire_len() / 8);
+            subject.len() + sender.len() + headers.len() + body + 64
+        }
+        UnitValue::Name { name } => name.len() + 32,
+        _ => 48,
+    }
 }

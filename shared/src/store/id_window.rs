@@ -40,8 +40,9 @@ use rusqlite::OptionalExtension;
 
 use super::enumerate::{range_after, EnumerationCursor, CHUNK};
 use super::error::SqlContext;
+use super::items::ItemChange;
 use super::scoped_export::Filler;
-use super::{FastSet, Store, StoreError};
+use super::{FastMap, FastSet, Store, StoreError};
 use crate::knowledge::{Knowledge, TickSet};
 use crate::model::{ItemKind, Phase};
 
@@ -144,6 +145,8 @@ impl Store {
             next.reverse();
         }
         let mut admitted = false;
+        // Read ahead with one statement, the batch's room in bytes at a time.
+        let mut read: FastMap<i64, Option<ItemChange>> = FastMap::default();
         for (pos, &(item, _)) in next.iter().enumerate() {
             if filler.is_full() {
                 for &rest in next[pos..].iter().rev() {
@@ -154,7 +157,14 @@ impl Store {
             if !looked_at.insert(item) {
                 continue;
             }
-            let Some(change) = self.read_item_change_at(item)? else {
+            if !read.contains_key(&item) {
+                let ahead = next[pos + 1..].iter().map(|&(rid, _)| rid);
+                let ahead: Vec<i64> = std::iter::once(item)
+                    .chain(ahead.filter(|rid| !looked_at.contains(rid)))
+                    .collect();
+                read.extend(self.read_item_changes_at(&ahead, filler.bytes_left())?);
+            }
+            let Some(change) = read.remove(&item).flatten() else {
                 continue;
             };
             // Deleted since the walk: its delete goes in its own phase, by its own tick.

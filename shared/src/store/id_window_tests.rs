@@ -154,3 +154,46 @@ fn a_window_is_three_batches_at_most_three_thousand_changes_at_least_one_batch()
     assert_eq!(window_len(2000), 3_000);
     assert_eq!(window_len(5000), 5_000);
 }
+
+/// A batch's changes are read ahead with one statement, its room in bytes at a time: batches
+/// cut by their byte cap, not their count, still carry every message once, and none that was
+/// read ahead and did not fit is lost.
+#[test]
+fn batches_cut_by_their_bytes_carry_every_message_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut a, app) = new_store(&dir, "a.db");
+    let ids = scrambled_messages(&app);
+    app.execute("UPDATE messages SET body = CAST(zeroblob(300) AS TEXT)", [])
+        .unwrap();
+    let made_with = a.knowledge().unwrap();
+    let mut dest = Knowledge::new();
+    let mut cursor = EnumerationCursor::default();
+    let mut sent: Vec<String> = Vec::new();
+    let mut cut_by_bytes = 0;
+    loop {
+        let b = a
+            .next_batch(&mut cursor, &made_with, &dest, 50, 2_000)
+            .unwrap();
+        if b.phase == Phase::Contents && !b.changes.is_empty() {
+            assert!(
+                b.changes.len() < 10,
+                "{} changes in 2,000 bytes",
+                b.changes.len()
+            );
+            cut_by_bytes += 1;
+            sent.extend(b.changes.iter().map(|c| c.id.clone()));
+        }
+        dest.union_with(&made_with.project(b.versions.iter()));
+        if b.done {
+            break;
+        }
+    }
+    assert!(cut_by_bytes > 5, "{cut_by_bytes} batches");
+    let mut once = sent.clone();
+    once.sort();
+    once.dedup();
+    assert_eq!(once.len(), sent.len(), "a message sent twice: {sent:?}");
+    let mut all = ids;
+    all.sort();
+    assert_eq!(once, all);
+}

@@ -1,6 +1,7 @@
 //! One item's versions and values: read for export, read for the conflict check (seed 001's
 //! GetLocalVersions), and converted to and from the wire form with its per-batch replica table.
 
+use super::enumerate::approximate_value_size;
 use super::error::SqlContext;
 use super::{FastMap, Store, StoreError};
 use crate::knowledge::{ReplicaId, Version};
@@ -291,6 +292,38 @@ impl Store {
         self.read_change(CHANGE_BY_RID, rusqlite::types::Value::Integer(rid))
     }
 
+    /// [`Store::read_item_change_at`] of each of `rids` in turn with one statement, until the
+    /// changes read reach `budget` bytes (by [`approximate_value_size`]; at least one is read):
+    /// the rids read, each with its change. An enumeration's batch of a thousand messages took
+    /// the statement from the cache and gave it back a thousand times, 7 % of the
+    /// synchronizer's instructions (`bench/PROFILE.md`, round twenty-one); the budget keeps a
+    /// batch of large messages from reading far past what the batch can take.
+    pub(super) fn read_item_changes_at(
+        &mut self,
+        rids: &[i64],
+        budget: usize,
+    ) -> Result<Vec<(i64, Option<ItemChange>)>, StoreError> {
+        let mut raw = Vec::new();
+        self.conn
+            .prepare_cached(CHANGE_BY_RID)
+            .and_then(|mut stmt| {
+                let mut bytes = 0;
+                for &rid in rids {
+                    if bytes >= budget && !raw.is_empty() {
+                        break;
+                    }
+                    let read = read_raw_change(&mut stmt, rusqlite::types::Value::Integer(rid))?;
+                    bytes += read.as_ref().map_or(0, |(head, _)| head.approximate_size());
+                    raw.push((rid, read));
+                }
+                Ok(())
+            })
+            .ctx(&self.path, "cannot read an item")?;
+        raw.into_iter()
+            .map(|(rid, read)| Ok((rid, self.finish_change(read)?)))
+            .collect()
+    }
+
     /// One statement per item: its row in `sync_items`, its values (a live item's row in
     /// `messages` or `folders`, read once) and one result row per unit.
     fn read_change(
@@ -298,39 +331,34 @@ impl Store {
         sql: &str,
         key: rusqlite::types::Value,
     ) -> Result<Option<ItemChange>, StoreError> {
-        let (head, raw_units) = self
+        let read = self
             .conn
             .prepare_cached(sql)
-            .and_then(|mut stmt| {
-                let mut rows = stmt.query([key])?;
-                let mut head: Option<ChangeHead> = None;
-                let mut raw_units: Vec<(i64, i64, i64, i64)> = Vec::with_capacity(3);
-                while let Some(r) = rows.next()? {
-                    if head.is_none() {
-                        head = Some(ChangeHead::from_row(r)?);
-                    }
-                    if let Some(unit) = r.get::<_, Option<i64>>(5)? {
-                        raw_units.push((unit, r.get(6)?, r.get(7)?, r.get(8)?));
-                    }
-                }
-                Ok((head, raw_units))
-            })
+            .and_then(|mut stmt| read_raw_change(&mut stmt, key))
             .ctx(&self.path, "cannot read an item")?;
-        let Some(head) = head else {
+        self.finish_change(read)
+    }
+
+    /// The change of an item as [`read_raw_change`] read it, its replicas resolved and its rows
+    /// checked.
+    fn finish_change(
+        &mut self,
+        read: Option<(ChangeHead, Vec<RawUnit>)>,
+    ) -> Result<Option<ItemChange>, StoreError> {
+        let Some((head, raw_units)) = read else {
             return Ok(None);
         };
         let id = head.id;
-        let path = self.path.clone();
-        let corrupt = |what: String| StoreError::Corrupt {
-            path: path.clone(),
+        let corrupt = |path: &std::path::Path, what: String| StoreError::Corrupt {
+            path: path.to_path_buf(),
             what,
         };
         let kind = ItemKind::from_code(head.kind)
-            .ok_or_else(|| corrupt(format!("item {id} has kind {}", head.kind)))?;
+            .ok_or_else(|| corrupt(&self.path, format!("item {id} has kind {}", head.kind)))?;
         let mut versions = Vec::with_capacity(raw_units.len());
         for (unit, r, t, at) in raw_units {
             let unit = Unit::from_code(unit)
-                .ok_or_else(|| corrupt(format!("item {id} has unit code {unit}")))?;
+                .ok_or_else(|| corrupt(&self.path, format!("item {id} has unit code {unit}")))?;
             versions.push((unit, self.version_of(r, t)?, at));
         }
         let created = self.version_of(head.created.0, head.created.1)?;
@@ -349,16 +377,22 @@ impl Store {
             Some(values) => values,
         };
         if head.live_without_row {
-            return Err(corrupt(format!("item {id} is live but has no row")));
+            return Err(corrupt(
+                &self.path,
+                format!("item {id} is live but has no row"),
+            ));
         }
         let mut units = Vec::with_capacity(values.len());
         for value in values {
             let unit = value.unit();
-            let (_, version, at) = versions
-                .iter()
-                .find(|u| u.0 == unit)
-                .cloned()
-                .ok_or_else(|| corrupt(format!("item {id} has no version for {unit:?}")))?;
+            let (_, version, at) =
+                versions
+                    .iter()
+                    .find(|u| u.0 == unit)
+                    .cloned()
+                    .ok_or_else(|| {
+                        corrupt(&self.path, format!("item {id} has no version for {unit:?}"))
+                    })?;
             units.push(UnitState { version, at, value });
         }
         Ok(Some(ItemChange {
@@ -402,7 +436,35 @@ struct ChangeHead {
     live_without_row: bool,
 }
 
+/// A unit's version as read: unit code, replica index, tick, time.
+type RawUnit = (i64, i64, i64, i64);
+
+/// The rows of the item `key` names, read with `stmt` (a statement of [`change_where`]).
+fn read_raw_change(
+    stmt: &mut rusqlite::Statement<'_>,
+    key: rusqlite::types::Value,
+) -> rusqlite::Result<Option<(ChangeHead, Vec<RawUnit>)>> {
+    let mut rows = stmt.query([key])?;
+    let mut head: Option<ChangeHead> = None;
+    let mut raw_units: Vec<RawUnit> = Vec::with_capacity(3);
+    while let Some(r) = rows.next()? {
+        if head.is_none() {
+            head = Some(ChangeHead::from_row(r)?);
+        }
+        if let Some(unit) = r.get::<_, Option<i64>>(5)? {
+            raw_units.push((unit, r.get(6)?, r.get(7)?, r.get(8)?));
+        }
+    }
+    Ok(head.map(|head| (head, raw_units)))
+}
+
 impl ChangeHead {
+    /// About the bytes the change takes in a batch ([`approximate_value_size`]).
+    fn approximate_size(&self) -> usize {
+        let values = self.values.iter().flatten();
+        values.map(approximate_value_size).sum::<usize>() + self.id.len()
+    }
+
     fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ChangeHead> {
         let kind: i64 = r.get(1)?;
         let deleted: Option<i64> = r.get(4)?;

@@ -94,6 +94,11 @@ impl<'a> Filler<'a> {
             .saturating_sub(self.changes.len() + self.left.len())
     }
 
+    /// The bytes the batch can still take.
+    pub(super) fn bytes_left(&self) -> usize {
+        self.max_bytes.saturating_sub(self.bytes)
+    }
+
     pub(super) fn is_full(&self) -> bool {
         self.changes.len() + self.left.len() >= self.limit || self.bytes >= self.max_bytes
     }
