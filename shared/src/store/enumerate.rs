@@ -276,12 +276,19 @@ fn missing_ticks(made_with: &Knowledge, dest: &Knowledge, replica: &ReplicaId) -
 
 /// A rough size of an item's values, to keep batches under the frame cap.
 pub(super) fn approximate_size(change: &ItemChange) -> usize {
-    let values = change.units.iter().map(|u| &u.value);
-    values.map(approximate_value_size).sum::<usize>() + change.id.len() + 32
+    approximate_item_size(&change.id, change.units.iter().map(|u| &u.value))
+}
+
+/// [`approximate_size`] of the item `id` with `values`, before they are its units.
+pub(super) fn approximate_item_size<'v>(
+    id: &str,
+    values: impl Iterator<Item = &'v crate::model::UnitValue>,
+) -> usize {
+    values.map(approximate_value_size).sum::<usize>() + id.len() + 32
 }
 
 /// A rough size of one unit's value ([`approximate_size`]).
-pub(super) fn approximate_value_size(value: &crate::model::UnitValue) -> usize {
+fn approximate_value_size(value: &crate::model::UnitValue) -> usize {
     use crate::model::UnitValue;
     match value {
         UnitValue::Content {

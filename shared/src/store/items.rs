@@ -1,7 +1,7 @@
 //! One item's versions and values: read for export, read for the conflict check (seed 001's
 //! GetLocalVersions), and converted to and from the wire form with its per-batch replica table.
 
-use super::enumerate::approximate_value_size;
+use super::enumerate::approximate_item_size;
 use super::error::SqlContext;
 use super::{FastMap, Store, StoreError};
 use crate::knowledge::{ReplicaId, Version};
@@ -293,7 +293,7 @@ impl Store {
     }
 
     /// [`Store::read_item_change_at`] of each of `rids` in turn with one statement, until the
-    /// changes read reach `budget` bytes (by [`approximate_value_size`]; at least one is read):
+    /// changes read reach `budget` bytes (by [`approximate_item_size`]; at least one is read):
     /// the rids read, each with its change. An enumeration's batch of a thousand messages took
     /// the statement from the cache and gave it back a thousand times, 7 % of the
     /// synchronizer's instructions (`bench/PROFILE.md`, round twenty-one); the budget keeps a
@@ -459,10 +459,9 @@ fn read_raw_change(
 }
 
 impl ChangeHead {
-    /// About the bytes the change takes in a batch ([`approximate_value_size`]).
+    /// About the bytes the change takes in a batch ([`approximate_item_size`]).
     fn approximate_size(&self) -> usize {
-        let values = self.values.iter().flatten();
-        values.map(approximate_value_size).sum::<usize>() + self.id.len()
+        approximate_item_size(&self.id, self.values.iter().flatten())
     }
 
     fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ChangeHead> {
