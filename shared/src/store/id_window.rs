@@ -35,8 +35,9 @@
 //! - the window holds two integers per change, not the changes.
 //!
 use std::collections::VecDeque;
+use std::rc::Rc;
 
-use rusqlite::OptionalExtension;
+use rusqlite::vtab::array::Array;
 
 use super::enumerate::{range_after, EnumerationCursor, CHUNK};
 use super::error::SqlContext;
@@ -53,8 +54,10 @@ pub(super) const WINDOW_BATCHES: usize = 3;
 /// cache holds of ~2 KiB messages. A batch larger than this is a window of its own.
 pub(super) const WINDOW_MAX: usize = 3_000;
 
-/// An item's global id by its rid.
-const ID_AT: &str = "SELECT id FROM sync_items WHERE rid = ?1";
+/// The global ids of the items whose rids are in the array ?1 (`rarray`), with their rids: one
+/// statement for a window's items instead of one run per item (`bench/PROFILE.md`, round
+/// twenty-two).
+const IDS_AT: &str = "SELECT i.rid, i.id FROM rarray(?1) a JOIN sync_items i ON i.rid = a.value";
 
 /// The changes walked ahead: `(rid, tick)` pairs in the id order of their items, the next first.
 pub(super) type IdWindow = VecDeque<(i64, u64)>;
@@ -104,23 +107,28 @@ impl Store {
                 cursor.after = to;
             }
         }
-        let mut keyed: Vec<(String, i64, u64)> = Vec::with_capacity(hits.len());
-        {
-            let mut stmt = self
-                .conn
-                .prepare_cached(ID_AT)
-                .ctx(&self.path, "cannot read an item's id")?;
-            for (item, t) in hits {
-                let id: Option<String> = stmt
-                    .query_row([item], |r| r.get(0))
-                    .optional()
-                    .ctx(&self.path, "cannot read an item's id")?;
-                // An item gone since (in this same read transaction: none) has nothing to send.
-                if let Some(id) = id {
-                    keyed.push((id, item, t));
-                }
-            }
-        }
+        let ticks: FastMap<i64, u64> = hits.iter().copied().collect();
+        let rids: Array = Rc::new(
+            hits.iter()
+                .map(|&(item, _)| rusqlite::types::Value::Integer(item))
+                .collect(),
+        );
+        // An item gone since (in this same read transaction: none) has no row: nothing to send.
+        let mut keyed: Vec<(String, i64, u64)> = self
+            .conn
+            .prepare_cached(IDS_AT)
+            .and_then(|mut stmt| {
+                stmt.query_map([rids], |r| {
+                    let item: i64 = r.get(0)?;
+                    Ok((
+                        r.get(1)?,
+                        item,
+                        ticks.get(&item).copied().unwrap_or_default(),
+                    ))
+                })?
+                .collect()
+            })
+            .ctx(&self.path, "cannot read the items' ids")?;
         keyed.sort_unstable();
         cursor.window = keyed.into_iter().map(|(_, item, t)| (item, t)).collect();
         Ok(())

@@ -1,9 +1,13 @@
 //! One item's versions and values: read for export, read for the conflict check (seed 001's
 //! GetLocalVersions), and converted to and from the wire form with its per-batch replica table.
 
+use std::rc::Rc;
+
+use rusqlite::vtab::array::Array;
+
 use super::enumerate::approximate_item_size;
 use super::error::SqlContext;
-use super::{FastMap, Store, StoreError};
+use super::{FastMap, FastSet, Store, StoreError};
 use crate::knowledge::{ReplicaId, Version};
 use crate::model::{Body, Change, ItemKind, StoredBody, Unit, UnitChange, UnitValue, WireVersion};
 
@@ -292,33 +296,56 @@ impl Store {
         self.read_change(CHANGE_BY_RID, rusqlite::types::Value::Integer(rid))
     }
 
-    /// [`Store::read_item_change_at`] of each of `rids` in turn with one statement, until the
-    /// changes read reach `budget` bytes (by [`approximate_item_size`]; at least one is read):
-    /// the rids read, each with its change. An enumeration's batch of a thousand messages took
-    /// the statement from the cache and gave it back a thousand times, 7 % of the
-    /// synchronizer's instructions (`bench/PROFILE.md`, round twenty-one); the budget keeps a
-    /// batch of large messages from reading far past what the batch can take.
+    /// [`Store::read_item_change_at`] of each of `rids` in turn, in one execution of one
+    /// statement, until the changes read reach `budget` bytes (by [`approximate_item_size`]; at
+    /// least one is read): the rids read, each with its change (`None` for a rid with no item).
+    /// An enumeration's batch of a thousand messages took the statement from the cache and gave
+    /// it back a thousand times, 7 % of the synchronizer's instructions (`bench/PROFILE.md`,
+    /// round twenty-one), and then ran it a thousand times, each run opening its cursors anew
+    /// (round twenty-two); the budget keeps a batch of large messages from reading far past
+    /// what the batch can take. A rid asked for twice is read once.
     pub(super) fn read_item_changes_at(
         &mut self,
         rids: &[i64],
         budget: usize,
     ) -> Result<Vec<(i64, Option<ItemChange>)>, StoreError> {
-        let mut raw = Vec::new();
+        let mut asked = FastSet::default();
+        let asked: Array = Rc::new(
+            rids.iter()
+                .filter(|&&rid| asked.insert(rid))
+                .map(|&rid| rusqlite::types::Value::Integer(rid))
+                .collect(),
+        );
+        let mut raw: Vec<(i64, Option<RawChange>)> = Vec::new();
         self.conn
-            .prepare_cached(CHANGE_BY_RID)
+            .prepare_cached(CHANGES_BY_RIDS)
             .and_then(|mut stmt| {
+                let mut rows = stmt.query([asked])?;
                 let mut bytes = 0;
-                for &rid in rids {
-                    if bytes >= budget && !raw.is_empty() {
-                        break;
+                // The rows come in the order of `asked` (its rows are the join's outer loop),
+                // each item's rows together.
+                while let Some(r) = rows.next()? {
+                    let rid: i64 = r.get(ASKED_RID)?;
+                    if raw.last().is_none_or(|(last, _)| *last != rid) {
+                        if bytes >= budget && !raw.is_empty() {
+                            break;
+                        }
+                        let head = match r.get::<_, Option<i64>>(FOUND_RID)? {
+                            Some(_) => Some(ChangeHead::from_row(r)?),
+                            None => None,
+                        };
+                        bytes += head.as_ref().map_or(0, ChangeHead::approximate_size);
+                        raw.push((rid, head.map(|head| (head, Vec::with_capacity(3)))));
                     }
-                    let read = read_raw_change(&mut stmt, rusqlite::types::Value::Integer(rid))?;
-                    bytes += read.as_ref().map_or(0, |(head, _)| head.approximate_size());
-                    raw.push((rid, read));
+                    if let Some((_, Some((_, units)))) = raw.last_mut() {
+                        if let Some(unit) = read_raw_unit(r)? {
+                            units.push(unit);
+                        }
+                    }
                 }
                 Ok(())
             })
-            .ctx(&self.path, "cannot read an item")?;
+            .ctx(&self.path, "cannot read items")?;
         raw.into_iter()
             .map(|(rid, read)| Ok((rid, self.finish_change(read)?)))
             .collect()
@@ -341,10 +368,7 @@ impl Store {
 
     /// The change of an item as [`read_raw_change`] read it, its replicas resolved and its rows
     /// checked.
-    fn finish_change(
-        &mut self,
-        read: Option<(ChangeHead, Vec<RawUnit>)>,
-    ) -> Result<Option<ItemChange>, StoreError> {
+    fn finish_change(&mut self, read: Option<RawChange>) -> Result<Option<ItemChange>, StoreError> {
         let Some((head, raw_units)) = read else {
             return Ok(None);
         };
@@ -410,20 +434,49 @@ impl Store {
 macro_rules! change_where {
     ($key:literal, $value:expr) => {
         concat!(
-            "SELECT i.id, i.kind, i.created_r, i.created_t, i.deleted_at, u.unit, u.r, u.t, u.at, ",
-            "m.subject, m.sender, m.received_at, m.headers, m.body, m.is_read, m.folder_id, ",
-            "f.name, f.parent_id, coalesce(m.id, f.id) IS NOT NULL, i.created_at FROM sync_items i ",
-            "LEFT JOIN messages m ON i.kind = 1 AND i.deleted_at IS NULL AND m.sync_rid = i.rid ",
-            "LEFT JOIN folders f ON i.kind = 0 AND i.deleted_at IS NULL AND f.id = i.id ",
-            "LEFT JOIN sync_units u ON u.item = i.rid WHERE ",
+            change_columns!(),
+            " FROM sync_items i ",
+            change_joins!(),
+            " WHERE ",
             $key,
             " = ",
             $value
         )
     };
 }
+/// The columns [`ChangeHead::from_row`] and [`read_raw_unit`] read, by position.
+macro_rules! change_columns {
+    () => {
+        concat!(
+            "SELECT i.id, i.kind, i.created_r, i.created_t, i.deleted_at, u.unit, u.r, u.t, u.at, ",
+            "m.subject, m.sender, m.received_at, m.headers, m.body, m.is_read, m.folder_id, ",
+            "f.name, f.parent_id, coalesce(m.id, f.id) IS NOT NULL, i.created_at"
+        )
+    };
+}
+/// A live item's row in `messages` or `folders` (found once per item), and its units' rows.
+macro_rules! change_joins {
+    () => {
+        concat!(
+            "LEFT JOIN messages m ON i.kind = 1 AND i.deleted_at IS NULL AND m.sync_rid = i.rid ",
+            "LEFT JOIN folders f ON i.kind = 0 AND i.deleted_at IS NULL AND f.id = i.id ",
+            "LEFT JOIN sync_units u ON u.item = i.rid"
+        )
+    };
+}
 pub(super) const CHANGE_BY_ID: &str = change_where!("i.rid", rid_by_id!());
 pub(super) const CHANGE_BY_RID: &str = change_where!("i.rid", "?1");
+
+/// [`CHANGE_BY_RID`] of every rid in the array ?1 (`rarray`), in the array's order: the array
+/// is the outer loop of a left join, so a rid with no item gives one row whose `i.rid`
+/// ([`FOUND_RID`]) is NULL. [`ASKED_RID`] is the rid asked for.
+pub(super) const CHANGES_BY_RIDS: &str = concat!(
+    change_columns!(),
+    ", a.value, i.rid FROM rarray(?1) a LEFT JOIN sync_items i ON i.rid = a.value ",
+    change_joins!()
+);
+const ASKED_RID: usize = 20;
+const FOUND_RID: usize = 21;
 
 /// An item's own columns and, for a live item, its values (read from the first result row).
 struct ChangeHead {
@@ -439,11 +492,14 @@ struct ChangeHead {
 /// A unit's version as read: unit code, replica index, tick, time.
 type RawUnit = (i64, i64, i64, i64);
 
+/// An item as read, before its replicas are resolved and its rows checked.
+type RawChange = (ChangeHead, Vec<RawUnit>);
+
 /// The rows of the item `key` names, read with `stmt` (a statement of [`change_where`]).
 fn read_raw_change(
     stmt: &mut rusqlite::Statement<'_>,
     key: rusqlite::types::Value,
-) -> rusqlite::Result<Option<(ChangeHead, Vec<RawUnit>)>> {
+) -> rusqlite::Result<Option<RawChange>> {
     let mut rows = stmt.query([key])?;
     let mut head: Option<ChangeHead> = None;
     let mut raw_units: Vec<RawUnit> = Vec::with_capacity(3);
@@ -451,11 +507,19 @@ fn read_raw_change(
         if head.is_none() {
             head = Some(ChangeHead::from_row(r)?);
         }
-        if let Some(unit) = r.get::<_, Option<i64>>(5)? {
-            raw_units.push((unit, r.get(6)?, r.get(7)?, r.get(8)?));
+        if let Some(unit) = read_raw_unit(r)? {
+            raw_units.push(unit);
         }
     }
     Ok(head.map(|head| (head, raw_units)))
+}
+
+/// The unit version on a row of [`change_columns`], if the item has a unit row.
+fn read_raw_unit(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<RawUnit>> {
+    Ok(match r.get::<_, Option<i64>>(5)? {
+        Some(unit) => Some((unit, r.get(6)?, r.get(7)?, r.get(8)?)),
+        None => None,
+    })
 }
 
 impl ChangeHead {

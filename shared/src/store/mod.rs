@@ -213,6 +213,9 @@ impl Store {
             ))
             .ctx(p, "cannot set pragmas")?;
         self.conn.set_prepared_statement_cache_capacity(64);
+        // `rarray`: an export reads a batch's items by a list of rids in one statement.
+        rusqlite::vtab::array::load_module(&self.conn)
+            .ctx(p, "cannot register the rarray table function")?;
         Ok(())
     }
 

@@ -648,6 +648,69 @@ fn an_item_is_read_for_export_in_one_statement_its_row_found_once() {
     }
 }
 
+/// A batch's items are read in one run of one statement: the rids asked for are the outer
+/// loop, in their order, and each item is found as by [`CHANGE_BY_RID`].
+#[test]
+fn a_batch_of_items_is_read_in_one_statement_in_the_order_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _app) = new_store(&dir, "s.db");
+    assert_eq!(
+        query_plan(&store.conn, super::items::CHANGES_BY_RIDS),
+        vec![
+            "SCAN a VIRTUAL TABLE INDEX 1:",
+            "SEARCH i USING INTEGER PRIMARY KEY (rowid=?) LEFT-JOIN",
+            "SEARCH m USING INDEX messages_by_sync_rid (sync_rid=?) LEFT-JOIN",
+            "SEARCH f USING INDEX sqlite_autoindex_folders_1 (id=?) LEFT-JOIN",
+            "SEARCH u USING PRIMARY KEY (item=?) LEFT-JOIN",
+        ]
+    );
+}
+
+/// Read together, items come back as each read alone: in the order asked, a rid with no item
+/// as `None`, a rid asked twice once, an item with unit rows whole; and the reading stops
+/// once the changes read reach the budget, never before the first.
+#[test]
+fn items_read_together_are_the_items_read_one_by_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, app) = new_store(&dir, "s.db");
+    app.execute_batch(
+        "INSERT INTO folders (id, name) VALUES ('f', 'F');
+         INSERT INTO messages (id, folder_id, subject) VALUES ('m1', 'f', 'one');
+         INSERT INTO messages (id, folder_id, subject) VALUES ('m2', 'f', 'two');
+         INSERT INTO messages (id, folder_id, subject) VALUES ('m3', 'f', 'three');
+         UPDATE messages SET is_read = 1, subject = 'edited' WHERE id = 'm2';
+         DELETE FROM messages WHERE id = 'm3';",
+    )
+    .unwrap();
+    let rid = |id: &str| -> i64 {
+        app.query_row("SELECT rid FROM sync_items WHERE id = ?1", [id], |r| {
+            r.get(0)
+        })
+        .unwrap()
+    };
+    let (f, m1, m2, m3) = (rid("f"), rid("m1"), rid("m2"), rid("m3"));
+    let gone = m3 + 100;
+    let asked = [m2, gone, f, m1, m2, m3];
+    let together = store.read_item_changes_at(&asked, usize::MAX).unwrap();
+    let rids: Vec<i64> = together.iter().map(|(rid, _)| *rid).collect();
+    assert_eq!(rids, vec![m2, gone, f, m1, m3]);
+    for (rid, change) in &together {
+        assert_eq!(
+            change,
+            &store.read_item_change_at(*rid).unwrap(),
+            "rid {rid}"
+        );
+    }
+    assert!(together[1].1.is_none());
+    let edited = together[0].1.as_ref().unwrap();
+    assert_eq!(edited.units.len(), 3, "{edited:?}");
+    assert!(together[4].1.as_ref().unwrap().is_tombstone());
+
+    let first = store.read_item_changes_at(&asked, 1).unwrap();
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0], together[0]);
+}
+
 #[test]
 fn header_only_versions_are_read_from_the_header_only_list_not_the_store() {
     let dir = tempfile::tempdir().unwrap();
