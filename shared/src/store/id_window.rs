@@ -57,7 +57,8 @@ pub(super) const WINDOW_MAX: usize = 3_000;
 /// The global ids of the items whose rids are in the array ?1 (`rarray`), with their rids: one
 /// statement for a window's items instead of one run per item (`bench/PROFILE.md`, round
 /// twenty-two).
-const IDS_AT: &str = "SELECT i.rid, i.id FROM rarray(?1) a JOIN sync_items i ON i.rid = a.value";
+pub(super) const IDS_AT: &str =
+    "SELECT i.rid, i.id FROM rarray(?1) a JOIN sync_items i ON i.rid = a.value";
 
 /// The changes walked ahead: `(rid, tick)` pairs in the id order of their items, the next first.
 pub(super) type IdWindow = VecDeque<(i64, u64)>;

@@ -649,7 +649,8 @@ fn an_item_is_read_for_export_in_one_statement_its_row_found_once() {
 }
 
 /// A batch's items are read in one run of one statement: the rids asked for are the outer
-/// loop, in their order, and each item is found as by [`CHANGE_BY_RID`].
+/// loop, in their order, and each item is found as by `CHANGE_BY_RID`; a window's ids are
+/// read by their rids the same way. Neither walks a table, whatever the store's size.
 #[test]
 fn a_batch_of_items_is_read_in_one_statement_in_the_order_asked() {
     let dir = tempfile::tempdir().unwrap();
@@ -662,6 +663,14 @@ fn a_batch_of_items_is_read_in_one_statement_in_the_order_asked() {
             "SEARCH m USING INDEX messages_by_sync_rid (sync_rid=?) LEFT-JOIN",
             "SEARCH f USING INDEX sqlite_autoindex_folders_1 (id=?) LEFT-JOIN",
             "SEARCH u USING PRIMARY KEY (item=?) LEFT-JOIN",
+        ]
+    );
+    // The window's ids likewise: each item found by its rid, never a walk of `sync_items`.
+    assert_eq!(
+        query_plan(&store.conn, super::id_window::IDS_AT),
+        vec![
+            "SCAN a VIRTUAL TABLE INDEX 1:",
+            "SEARCH i USING INTEGER PRIMARY KEY (rowid=?)",
         ]
     );
 }
