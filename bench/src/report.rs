@@ -3,6 +3,7 @@
 use std::fmt::Write;
 use std::time::Duration;
 
+use crate::column::{Beside, Initial, Small};
 use crate::fill::Filled;
 use crate::mail::Ids;
 use crate::procs::{AgentRun, BATCH};
@@ -20,6 +21,9 @@ pub struct Measured {
     pub initial: Vec<InitialSync>,
     pub noop: Repeated,
     pub changes: Repeated,
+    /// The same small sessions at the smallest N, each run in turn with one of these; none in
+    /// the smallest N's own column.
+    pub beside: Option<Beside>,
     /// Peak RSS (VmHWM) of the synchronizer and the collector over all sessions.
     pub rss: (u64, u64),
     pub store_bytes: u64,
@@ -49,6 +53,29 @@ impl InitialSync {
 }
 
 impl Measured {
+    /// A finished column: `done` is its daemons' peak RSS and the destination's size.
+    pub fn new(
+        n: usize,
+        ids: Ids,
+        initial: Initial,
+        small: Small,
+        done: ((u64, u64), u64),
+    ) -> Self {
+        Measured {
+            n,
+            ids,
+            app_fill: initial.app_fill,
+            per_batch: initial.per_batch,
+            store_tables: initial.store_tables,
+            initial: initial.rounds,
+            noop: small.noop,
+            changes: small.changes,
+            beside: small.beside,
+            rss: done.0,
+            store_bytes: done.1,
+        }
+    }
+
     /// The round whose ratio to its limit is the median of the rounds'.
     fn median_round(&self) -> &InitialSync {
         let mut order: Vec<&InitialSync> = self.initial.iter().collect();
@@ -106,6 +133,31 @@ impl Repeated {
         if let Some(s) = run.session {
             self.session.push(s);
         }
+    }
+}
+
+/// This column's sessions each over the one run in turn with it at the smallest N: the median
+/// (min–max) of the pairs' ratios.
+fn paired_ratio(own: &Repeated, beside: &Repeated) -> String {
+    let mut v: Vec<f64> = own
+        .wall
+        .iter()
+        .zip(&beside.wall)
+        .map(|(a, b)| ratio(*a, *b))
+        .collect();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => "n/a".into(),
+        1 => format!("**{:.2}×**", v[0]),
+        len => format!("**{:.2}×** ({:.2}–{:.2})", v[len / 2], v[0], v[len - 1]),
+    }
+}
+
+/// A row's value for the sessions beside a column: `f` of them, or what stands in their place.
+fn beside_or(m: &Measured, f: impl Fn(&Beside) -> String) -> String {
+    match &m.beside {
+        Some(b) => f(b),
+        None => "(the smallest N)".into(),
     }
 }
 
@@ -240,6 +292,26 @@ pub fn render(columns: &[Measured], reps: usize, rounds: usize) -> String {
     row("  as recorded by the agent", &|m| {
         spread(&m.changes.session)
     });
+    row(
+        "no-op session at the smallest N, each in turn with one of this column's",
+        &|m| beside_or(m, |b| format!("{}: {}", n_label(b.n), spread(&b.noop.wall))),
+    );
+    row(
+        "  **ratio**: this column's to it (median (min–max) of the pairs)",
+        &|m| beside_or(m, |b| paired_ratio(&m.noop, &b.noop)),
+    );
+    row(
+        "300-change session at the smallest N, each in turn with one of this column's",
+        &|m| {
+            beside_or(m, |b| {
+                format!("{}: {}", n_label(b.n), spread(&b.changes.wall))
+            })
+        },
+    );
+    row(
+        "  **ratio**: this column's to it (median (min–max) of the pairs)",
+        &|m| beside_or(m, |b| paired_ratio(&m.changes, &b.changes)),
+    );
     row("peak RSS synchronizer", &|m| mib(m.rss.0));
     row("peak RSS collector", &|m| mib(m.rss.1));
     row("peak RSS agent (initial sync)", &|m| {
@@ -313,4 +385,36 @@ fn machine() -> String {
         "icsync-bench, {today}: {cores} cores ({cpu}), SQLite {}{build}",
         rusqlite::version()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repeated(ms: &[u64]) -> Repeated {
+        let mut r = Repeated::default();
+        for &ms in ms {
+            r.push(&AgentRun {
+                wall: Duration::from_millis(ms),
+                session: None,
+                sent: 0,
+                peak_rss: None,
+            });
+        }
+        r
+    }
+
+    #[test]
+    fn pairs_are_compared_one_by_one_not_median_to_median() {
+        // Each pair's ratio is 1.2× while the machine slows down under both.
+        let own = repeated(&[12, 30, 36]);
+        let beside = repeated(&[10, 25, 30]);
+        assert_eq!(paired_ratio(&own, &beside), "**1.20×** (1.20–1.20)");
+        // One slow session of this column: the medians alone would say 30 / 20 = 1.5×; two of
+        // the three pairs say 1.0×.
+        let own = repeated(&[10, 40, 30]);
+        let beside = repeated(&[10, 20, 30]);
+        assert_eq!(paired_ratio(&own, &beside), "**1.00×** (1.00–2.00)");
+        assert_eq!(paired_ratio(&repeated(&[]), &beside), "n/a");
+    }
 }
