@@ -5,8 +5,12 @@
 //! shared machine whose speed drifts by a third from one quarter of an hour to the next, two
 //! medians taken a column apart compare the hours as much as the stores: so the smallest N's
 //! column stays alive while the larger ones are measured, and each of their small sessions runs
-//! in turn with one on the smallest store ([`Column::small_sessions`]).
+//! in turn with one on the smallest store ([`Column::small_sessions`]). Both columns' store
+//! files are read through once before their small sessions, so both run from the kernel's page
+//! cache, as the smallest column's own sessions did right after its initial sync.
 
+use std::fs::File;
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -181,6 +185,10 @@ impl Column {
                 eprintln!("icsync-bench: N = {n}: {reps} no-op and {reps} 300-change sessions …")
             }
         }
+        self.warm_page_cache()?;
+        if let Some(other) = beside.as_deref() {
+            other.warm_page_cache()?;
+        }
         let mut own = (Repeated::default(), Repeated::default());
         let mut other = (Repeated::default(), Repeated::default());
         for rep in 0..reps {
@@ -204,6 +212,32 @@ impl Column {
                 changes: other.1,
             }),
         })
+    }
+
+    /// Reads the column's store files through once, so that its sessions find them in the
+    /// kernel's page cache. The smallest N's files go cold while a larger column writes
+    /// gigabytes beside them, and the larger column's own were just written: without this its
+    /// paired sessions ran from disk, the first at three times the time of a warm one, and the
+    /// pairs' ratio flattered the larger store (`bench/PROFILE.md`, round twenty-three).
+    fn warm_page_cache(&self) -> Result<()> {
+        for store in [&self.source, &self.destination] {
+            for suffix in ["", "-wal"] {
+                let path = PathBuf::from(format!("{}{suffix}", store.display()));
+                let file = match File::open(&path) {
+                    Ok(file) => file,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => {
+                        return Err(e).with_context(|| format!("cannot open {}", path.display()))
+                    }
+                };
+                std::io::copy(
+                    &mut BufReader::with_capacity(1 << 20, file),
+                    &mut std::io::sink(),
+                )
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            }
+        }
+        Ok(())
     }
 
     /// One session with nothing to send.
