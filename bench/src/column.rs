@@ -189,29 +189,36 @@ impl Column {
         if let Some(other) = beside.as_deref() {
             other.warm_page_cache()?;
         }
-        let mut own = (Repeated::default(), Repeated::default());
-        let mut other = (Repeated::default(), Repeated::default());
-        for rep in 0..reps {
-            for (is_own, column) in in_turn(rep, &mut *self, beside.as_deref_mut()) {
-                let run = column.noop()?;
-                if is_own { &mut own } else { &mut other }.0.push(&run);
-            }
-        }
-        for rep in 0..reps {
-            for (is_own, column) in in_turn(rep, &mut *self, beside.as_deref_mut()) {
-                let run = column.three_hundred_changes()?;
-                if is_own { &mut own } else { &mut other }.1.push(&run);
-            }
-        }
+        let (noop, noop_beside) = self.in_pairs(reps, beside.as_deref_mut(), Column::noop)?;
+        let (changes, changes_beside) =
+            self.in_pairs(reps, beside.as_deref_mut(), Column::three_hundred_changes)?;
         Ok(Small {
-            noop: own.0,
-            changes: own.1,
+            noop,
+            changes,
             beside: beside.map(|b| Beside {
                 n: b.n,
-                noop: other.0,
-                changes: other.1,
+                noop: noop_beside,
+                changes: changes_beside,
             }),
         })
+    }
+
+    /// `reps` runs of `session` on this column, each in turn with one on `beside` if given: this
+    /// column's runs, and `beside`'s.
+    fn in_pairs(
+        &mut self,
+        reps: usize,
+        mut beside: Option<&mut Column>,
+        session: fn(&mut Column) -> Result<AgentRun>,
+    ) -> Result<(Repeated, Repeated)> {
+        let (mut own, mut other) = (Repeated::default(), Repeated::default());
+        for rep in 0..reps {
+            for (is_own, column) in in_turn(rep, &mut *self, beside.as_deref_mut()) {
+                let run = session(column)?;
+                if is_own { &mut own } else { &mut other }.push(&run);
+            }
+        }
+        Ok((own, other))
     }
 
     /// Reads the column's store files through once, so that its sessions find them in the
