@@ -229,7 +229,7 @@ impl Column {
     fn warm_page_cache(&self) -> Result<()> {
         for store in [&self.source, &self.destination] {
             for suffix in ["", "-wal"] {
-                let path = PathBuf::from(format!("{}{suffix}", store.display()));
+                let path = with_suffix(store, suffix);
                 let file = match File::open(&path) {
                     Ok(file) => file,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
@@ -328,7 +328,7 @@ fn max_rss(a: (u64, u64), b: (u64, u64)) -> (u64, u64) {
 /// Removes a store and its WAL and shared-memory files, if they are there.
 fn remove_store(path: &Path) -> Result<()> {
     for suffix in ["", "-wal", "-shm"] {
-        let file = PathBuf::from(format!("{}{suffix}", path.display()));
+        let file = with_suffix(path, suffix);
         match std::fs::remove_file(&file) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -336,6 +336,14 @@ fn remove_store(path: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The file next to a store that SQLite names by appending `suffix` to the store's name (its
+/// WAL, `-wal`, and shared memory, `-shm`), without going through a lossy display string.
+fn with_suffix(store: &Path, suffix: &str) -> PathBuf {
+    let mut name = store.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
 }
 
 /// Writes every dirty page back to disk (`sync(1)`) before a timed step, so the pages an
@@ -352,7 +360,8 @@ fn settle_disk() -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::in_turn;
+    use super::{in_turn, with_suffix};
+    use std::path::Path;
 
     #[test]
     fn a_pair_takes_turns_going_first_and_a_column_alone_goes_alone() {
@@ -361,5 +370,16 @@ mod tests {
         assert_eq!(order(1), [(false, "beside"), (true, "own")]);
         assert_eq!(order(2), order(0));
         assert_eq!(in_turn(1, "own", None), [(true, "own")]);
+    }
+
+    /// SQLite names a store's WAL by appending to the store's file name, not its extension.
+    #[test]
+    fn a_stores_wal_is_its_name_with_the_suffix_appended() {
+        let store = Path::new("/tmp/n10000-random/source.db");
+        assert_eq!(
+            with_suffix(store, "-wal"),
+            Path::new("/tmp/n10000-random/source.db-wal")
+        );
+        assert_eq!(with_suffix(store, ""), store);
     }
 }
