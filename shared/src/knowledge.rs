@@ -108,6 +108,10 @@ impl fmt::Display for Version {
     }
 }
 
+/// Up to this many ranges beyond its prefix, [`TickSet::union_with`] inserts another set's
+/// ranges one by one; past it, merges the two sets in one pass.
+const FEW_RANGES: usize = 8;
+
 /// A set of ticks of one replica: a contiguous prefix `1..=upto` plus sorted
 /// exception ranges.
 ///
@@ -115,10 +119,6 @@ impl fmt::Display for Version {
 /// `upto + 1 < from <= to`, sorted, and each range starts more than one tick
 /// after the previous one ends (disjoint and non-adjacent). Tick 0 is never
 /// contained, so every set has exactly one representation.
-/// Up to this many ranges beyond its prefix, [`TickSet::union_with`] inserts another set's
-/// ranges one by one; past it, merges the two sets in one pass.
-const FEW_RANGES: usize = 8;
-
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Default)]
 pub struct TickSet {
     upto: u64,
