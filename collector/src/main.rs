@@ -24,6 +24,10 @@ struct Args {
     /// `max_body_bytes`): it is reported as an item error and comes again next session.
     #[arg(long)]
     max_body_bytes: Option<u64>,
+    /// Stop, as on SIGTERM, when stdin reaches its end: how a daemon started by `agent run`
+    /// (`spawn = true`) ends with the agent, even one killed with kill -9. The agent passes it.
+    #[arg(long)]
+    supervised: bool,
     /// Log format.
     #[arg(long, default_value = "text")]
     log_format: shared::logging::LogFormat,
@@ -43,7 +47,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let stop = shared::shutdown::signal();
+    let stop = shared::shutdown::stop(args.supervised);
     let cleanup = shared::daemon::start_cleanup("collector", &args.store, args.retention).await?;
     let listener = shared::daemon::bind_for_store("collector", &args.store, &args.socket).await?;
     let limits = collector::ImportLimits {

@@ -25,6 +25,68 @@ pub fn signal() -> impl std::future::Future<Output = ()> {
     }
 }
 
+/// [`signal`], or with `supervised` also the end of stdin, whichever comes first.
+///
+/// An agent that spawns a daemon (`spawn = true`) holds the write end of a pipe that is the
+/// daemon's stdin, and never writes to it. When the agent is gone, even by `kill -9`, the kernel
+/// closes that end and the daemon reads end-of-file: it stops as on SIGTERM, at a batch boundary,
+/// removing its socket. Without this, a killed agent left its daemons serving on, unsupervised,
+/// and the next `agent run` could not start its own beside them (PRODUCT.md's kill -9 promise
+/// covers every process, the agent too).
+///
+/// Call it where [`signal`] would be called: it installs the handlers now.
+pub fn stop(supervised: bool) -> impl std::future::Future<Output = ()> {
+    let signalled = signal();
+    let parent = supervised.then(stdin_closed);
+    async move {
+        match parent {
+            Some(parent) => tokio::select! {
+                _ = signalled => {}
+                _ = parent => {}
+            },
+            None => signalled.await,
+        }
+    }
+}
+
+/// Resolves when stdin reaches its end (or cannot be read). Read on a thread of its own, as
+/// tokio reads stdin with blocking reads anyway, and the thread must not hold up the runtime's
+/// shutdown: it is left blocked when the daemon stops for another reason.
+fn stdin_closed() -> impl std::future::Future<Output = ()> {
+    let (tx, rx) = tokio::sync::oneshot::channel::<String>();
+    let spawned = std::thread::Builder::new()
+        .name("stdin-watch".into())
+        .spawn(move || {
+            use std::io::Read;
+            let mut stdin = std::io::stdin().lock();
+            let mut buf = [0u8; 256];
+            let reason = loop {
+                match stdin.read(&mut buf) {
+                    Ok(0) => break "stdin closed".to_string(),
+                    // Nothing is ever written; whatever comes is ignored.
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => break format!("cannot read stdin: {e}"),
+                }
+            };
+            let _ = tx.send(reason);
+        });
+    async move {
+        if let Err(error) = spawned {
+            // Serve on as an unsupervised daemon would, rather than stop for this.
+            tracing::error!(%error, "cannot watch stdin for the agent's end; serving on until a signal");
+            return std::future::pending().await;
+        }
+        let reason = rx
+            .await
+            .unwrap_or_else(|_| "the stdin watch ended".to_string());
+        tracing::info!(
+            reason = %reason,
+            "shutting down: the agent that started this process is gone"
+        );
+    }
+}
+
 /// Sends the shutdown to every [`Shutdown`] handle.
 #[derive(Debug)]
 pub struct Trigger(watch::Sender<bool>);

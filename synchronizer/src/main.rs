@@ -24,6 +24,10 @@ struct Args {
     /// tombstones are kept for ever.
     #[arg(long)]
     retention: Option<shared::store::Retention>,
+    /// Stop, as on SIGTERM, when stdin reaches its end: how a daemon started by `agent run`
+    /// (`spawn = true`) ends with the agent, even one killed with kill -9. The agent passes it.
+    #[arg(long)]
+    supervised: bool,
     /// Log format: text or json.
     #[arg(long, default_value = "text")]
     log_format: shared::logging::LogFormat,
@@ -93,7 +97,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let (Some(store), Some(socket)) = (args.store, args.socket) else {
                 anyhow::bail!("--store PATH and --socket PATH are both required to serve (or use `synchronizer info --store PATH`)");
             };
-            let stop = shared::shutdown::signal();
+            let stop = shared::shutdown::stop(args.supervised);
             let cleanup =
                 shared::daemon::start_cleanup("synchronizer", &store, args.retention).await?;
             let listener = shared::daemon::bind_for_store("synchronizer", &store, &socket).await?;

@@ -130,17 +130,19 @@ fn count_in_b(w: &World, subject: &str) -> i64 {
         .unwrap_or(0)
 }
 
+/// How many sessions the agent's state file records as completed.
+fn completed(w: &World) -> usize {
+    w.sessions("state/agent.db")
+        .iter()
+        .filter(|s| s.result == "completed")
+        .count()
+}
+
 #[test]
 fn a_killed_spawned_collector_is_restarted_and_the_next_session_completes() {
     let w = World::new();
     spawned_config(&w);
     let mut agent = w.agent_run("agent.toml", "agent.log", &[]);
-    let completed = |w: &World| {
-        w.sessions("state/agent.db")
-            .iter()
-            .filter(|s| s.result == "completed")
-            .count()
-    };
     wait_until(
         "a first session",
         || completed(&w) >= 1,
@@ -180,6 +182,85 @@ fn a_killed_spawned_collector_is_restarted_and_the_next_session_completes() {
         || agent.log_text(),
     );
     assert!(agent.terminate().success(), "{}", agent.log_text());
+}
+
+/// The pids `agent run` logged starting, by process (`a synchronizer`, `b collector`, ...).
+fn spawned_pids(log: &str) -> Vec<(String, u32)> {
+    let re = regex_lite::Regex::new(r"started process=(\w+ \w+) pid=(\d+)").unwrap();
+    re.captures_iter(log)
+        .map(|c| (c[1].to_string(), c[2].parse().unwrap()))
+        .collect()
+}
+
+/// Whether a process has ended (gone, or a zombie not yet reaped by whoever adopted it).
+fn ended(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z')),
+    }
+}
+
+/// kill -9 of `agent run` takes its spawned daemons with it: each reads the end of its stdin
+/// (`--supervised`) and stops cleanly, so none serves on unsupervised and the next `agent run`
+/// starts its own on the same sockets at the first try.
+#[test]
+fn a_killed_agent_takes_its_spawned_daemons_with_it() {
+    let w = World::new();
+    spawned_config(&w);
+    let mut first = w.agent_run("agent.toml", "agent.log", &[]);
+    wait_until(
+        "a first session",
+        || completed(&w) >= 1,
+        || first.log_text(),
+    );
+    let pids = spawned_pids(&first.log_text());
+    assert_eq!(pids.len(), 4, "{}", first.log_text());
+    // The daemons stayed up while the agent lived: none exited and was restarted.
+    assert!(
+        !first.log_text().contains("spawned process exited"),
+        "{}",
+        first.log_text()
+    );
+
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    let sockets =
+        ["a.sync", "a.coll", "b.sync", "b.coll"].map(|s| w.path(&format!("run/{s}.sock")));
+    wait_until(
+        "the spawned daemons to stop and remove their sockets",
+        || sockets.iter().all(|s| !s.exists()) && pids.iter().all(|(_, pid)| ended(*pid)),
+        || {
+            let logs: Vec<String> = pids
+                .iter()
+                .map(|(p, pid)| format!("{p} (pid {pid}) ended: {}", ended(*pid)))
+                .collect();
+            format!("{}\n{}", logs.join("\n"), first.log_text())
+        },
+    );
+    let log = first.log_text();
+    assert_eq!(
+        log.matches(
+            "shutting down: the agent that started this process is gone reason=stdin closed"
+        )
+        .count(),
+        4,
+        "{log}"
+    );
+
+    // The next agent's own daemons start at once and serve its sessions.
+    let before = completed(&w);
+    let mut second = w.agent_run("agent.toml", "agent2.log", &[]);
+    wait_until(
+        "a session of the second agent",
+        || completed(&w) > before,
+        || second.log_text(),
+    );
+    let log = second.log_text();
+    assert_eq!(spawned_pids(&log).len(), 4, "{log}");
+    assert!(!log.contains("spawned process exited"), "{log}");
+    assert!(second.terminate().success(), "{}", second.log_text());
 }
 
 #[test]

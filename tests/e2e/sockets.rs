@@ -1,9 +1,12 @@
 //! Socket hygiene: owner-only files, stale sockets replaced, a live socket never taken over,
-//! SIGTERM ends cleanly with the socket removed.
+//! SIGTERM ends cleanly with the socket removed, and so does the end of a supervised daemon's
+//! stdin.
 
 use std::os::unix::fs::PermissionsExt;
 
-use icsync_e2e::{bin, World};
+use std::process::Stdio;
+
+use icsync_e2e::{bin, wait_until, World};
 
 #[test]
 fn sockets_are_owner_only_and_removed_on_sigterm() {
@@ -60,4 +63,50 @@ fn a_file_that_is_not_a_store_stops_the_daemon_before_it_serves() {
     assert!(err.contains("not an icsync store"), "{err}");
     assert_eq!(std::fs::read(w.store_path("a")).unwrap(), b"just some text");
     assert!(!w.coll_socket("a").exists());
+}
+
+/// `--supervised` (what `agent run` passes the daemons it spawns): the end of stdin, which is
+/// when the agent holding the pipe's other end is gone, stops the daemon as SIGTERM does. A
+/// daemon without the flag pays its stdin no attention, even at end-of-file from the start.
+#[test]
+fn a_supervised_daemon_stops_when_its_stdin_ends_and_an_unsupervised_one_serves_on() {
+    let w = World::new();
+    for which in ["synchronizer", "collector"] {
+        let store = format!("{which}-store");
+        let mut unsupervised = w.spawn_with_stdin(which, &store, &[], &[], Stdio::null());
+        let other = format!("{which}-other");
+        let mut supervised =
+            w.spawn_with_stdin(which, &other, &["--supervised"], &[], Stdio::piped());
+        assert!(
+            supervised.is_running(),
+            "{which} waits while its stdin is open"
+        );
+        drop(supervised.child.stdin.take());
+        let status = supervised.wait_exit();
+        assert!(
+            status.success(),
+            "{which}: exit 0 at the end of stdin, got {status}"
+        );
+        assert!(
+            !supervised.socket.exists(),
+            "{which}: the socket file is removed"
+        );
+        let log = supervised.log_text();
+        assert!(
+            log.contains(
+                "shutting down: the agent that started this process is gone reason=stdin closed"
+            ),
+            "{log}"
+        );
+        // The unsupervised one, whose stdin was at its end all along, still answers.
+        wait_until(
+            "the unsupervised daemon to answer",
+            || std::os::unix::net::UnixStream::connect(&unsupervised.socket).is_ok(),
+            || unsupervised.log_text(),
+        );
+        assert!(
+            unsupervised.is_running(),
+            "{which} without --supervised serves on"
+        );
+    }
 }

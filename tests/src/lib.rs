@@ -177,6 +177,19 @@ impl World {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Daemon {
+        self.spawn_with_stdin(which, store, args, env, Stdio::inherit())
+    }
+
+    /// Spawns a daemon with extra arguments and environment, and `stdin` as its stdin (a pipe
+    /// stays in the returned handle's `child.stdin`).
+    pub fn spawn_with_stdin(
+        &self,
+        which: &str,
+        store: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        stdin: Stdio,
+    ) -> Daemon {
         let socket = if which == "synchronizer" {
             self.sync_socket(store)
         } else {
@@ -191,6 +204,7 @@ impl World {
             .arg(&socket)
             .args(args)
             .env("RUST_LOG", "info")
+            .stdin(stdin)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
         for (k, v) in env {

@@ -1,6 +1,8 @@
 //! The synchronizer and collector processes the agent starts itself (`spawn = true`): started
 //! once at start-up, waited for until their sockets answer, restarted with backoff when they
-//! exit, and stopped with SIGTERM (then SIGKILL after a grace period) at shutdown.
+//! exit, and stopped with SIGTERM (then SIGKILL after a grace period) at shutdown. They also end
+//! when the agent ends without stopping them (`kill -9`): each reads end-of-file on its stdin, a
+//! pipe only the agent holds open (`--supervised`, see [`start`]).
 //!
 //! Each child runs in its own process group, so a Ctrl-C in the terminal reaches only the agent,
 //! which then stops the children in order rather than having them vanish under running sessions.
@@ -264,10 +266,16 @@ fn start_error(spec: &ProcessSpec, source: std::io::Error) -> SpawnError {
     }
 }
 
+/// Starts one child. Its stdin is a pipe whose write end the returned [`Child`] holds and nothing
+/// writes to, and `--supervised` tells it to stop when that pipe reaches its end: when the agent
+/// is gone, even by `kill -9`, the kernel closes the pipe and the child stops at a batch boundary
+/// (`shared::shutdown::stop`), instead of serving on unsupervised and keeping the next agent's
+/// children off its socket.
 fn start(spec: &ProcessSpec) -> Result<Child, SpawnError> {
     let child = Command::new(&spec.program)
         .args(&spec.args)
-        .stdin(Stdio::null())
+        .arg("--supervised")
+        .stdin(Stdio::piped())
         .process_group(0)
         // A safety net only (the future holding the child dropped without a stop): SIGKILL.
         .kill_on_drop(true)
@@ -292,6 +300,9 @@ async fn supervise(spec: ProcessSpec, child: Child, mut shutdown: Shutdown, timi
     let mut attempt = 0u32;
     loop {
         if let Some(mut running) = child.take() {
+            // `Child::wait` closes the child's stdin first; held here, the pipe stays open
+            // until the child has exited or been stopped (see [`start`]).
+            let _stdin = running.stdin.take();
             let status = tokio::select! {
                 status = running.wait() => status,
                 _ = shutdown.recv() => {
