@@ -40,7 +40,8 @@ async fn main() -> ExitCode {
     match run(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("collector: {error:#}");
+            // `{error}`, not the chain: every error here already names its cause.
+            eprintln!("collector: {error}");
             ExitCode::FAILURE
         }
     }

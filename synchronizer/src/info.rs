@@ -17,10 +17,10 @@ pub struct StoreInfo {
     pub counts: StoreCounts,
 }
 
-/// Reads the store's identity and counts (creating the store if the path has none, as the
-/// daemons do).
+/// Reads the store's identity and counts; a path with no store is an error, and nothing is
+/// created.
 pub fn read(path: &Path) -> Result<StoreInfo, StoreError> {
-    let store = Store::open(path)?;
+    let store = Store::open_existing(path)?;
     Ok(StoreInfo {
         store: path.display().to_string(),
         replica: store.replica().clone(),

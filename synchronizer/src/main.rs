@@ -37,6 +37,7 @@ struct Args {
 enum Command {
     /// Print the store's replica id, knowledge, forgotten knowledge and counts.
     Info {
+        /// The store's SQLite file; it must exist (nothing is created).
         #[arg(long)]
         store: PathBuf,
         /// Print JSON.
@@ -46,6 +47,7 @@ enum Command {
     /// Remove the tombstones older than the retention now, recording forgotten knowledge
     /// (seed 001's CleanupDeletedItems), and print what was done.
     Cleanup {
+        /// The store's SQLite file; it must exist (nothing is created).
         #[arg(long)]
         store: PathBuf,
         /// e.g. 30d, 12h, 0s (every tombstone).
@@ -61,7 +63,8 @@ async fn main() -> ExitCode {
     match run(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("synchronizer: {error:#}");
+            // `{error}`, not the chain: every error here already names its cause.
+            eprintln!("synchronizer: {error}");
             ExitCode::FAILURE
         }
     }
@@ -80,7 +83,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         Some(Command::Cleanup { store, retention }) => {
             let report = shared::daemon::store_work(|| {
-                shared::store::Store::open(&store)?.cleanup_tombstones(retention)
+                shared::store::Store::open_existing(&store)?.cleanup_tombstones(retention)
             })?;
             println!(
                 "removed {} tombstones older than {retention}; forgotten knowledge: {}",

@@ -34,6 +34,8 @@ fn info_on_a_file_that_is_not_a_store_names_it_and_leaves_it_alone() {
 #[test]
 fn info_of_a_new_store_shows_an_empty_knowledge_in_the_json_form() {
     let dir = tempfile::tempdir().unwrap();
+    // Made as a daemon makes it on first start; `info` itself creates nothing.
+    drop(shared::store::Store::open(&dir.path().join("s.db")).unwrap());
     let out = synchronizer()
         .args(["info", "--json", "--store"])
         .arg(dir.path().join("s.db"))

@@ -1,7 +1,8 @@
-//! The agent's operator output: snapshots of `agent state` and `agent status` (paths, ids and
-//! times redacted), exit codes, and one-line failure reasons.
+//! The operator output: snapshots of `agent state` and `agent status` (paths, ids and times
+//! redacted), exit codes, and one-line failure reasons, of the agent and of the daemons' own
+//! commands.
 
-use icsync_e2e::{redact, World};
+use icsync_e2e::{bin, redact, World};
 
 fn stdout(out: &std::process::Output) -> String {
     assert!(
@@ -175,4 +176,67 @@ fn agent_sync_shows_plain_progress_lines_off_a_terminal_and_a_spinner_on_one() {
         !shown.contains("ab a->b: started"),
         "no plain lines: {shown:?}"
     );
+}
+
+/// `synchronizer info` and `synchronizer cleanup` look at a store the daemons serve: a path with
+/// no store (a typo) is a one-line error, and no store is made there. An empty file is not a
+/// store yet, and stays empty.
+#[test]
+fn info_and_cleanup_of_a_path_with_no_store_fail_and_create_nothing() {
+    let w = World::new();
+    let missing = w.path("typo.db");
+    let empty = w.path("empty.db");
+    std::fs::write(&empty, b"").unwrap();
+    for args in [
+        vec!["info", "--store"],
+        vec!["info", "--json", "--store"],
+        vec!["cleanup", "--retention", "1d", "--store"],
+    ] {
+        for (path, says) in [
+            (&missing, "typo.db: no store here; nothing was created"),
+            (
+                &empty,
+                "empty.db: not an icsync store (it is an empty file)",
+            ),
+        ] {
+            let out = std::process::Command::new(bin("synchronizer"))
+                .args(&args)
+                .arg(path)
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+            assert!(err.contains(says), "{args:?}: {err}");
+            assert_eq!(err.lines().count(), 1, "{args:?}: one line: {err}");
+            assert!(out.stdout.is_empty(), "{args:?}");
+        }
+        assert!(!missing.exists(), "{args:?} created a store");
+        assert_eq!(std::fs::metadata(&empty).unwrap().len(), 0, "{args:?}");
+    }
+}
+
+/// A daemon asked to create its store in a directory that does not exist says which directory,
+/// once, instead of SQLite's "unable to open database file" repeated down the error's chain.
+#[test]
+fn a_daemon_whose_store_directory_is_missing_names_it_on_one_line() {
+    let w = World::new();
+    for which in ["synchronizer", "collector"] {
+        let out = std::process::Command::new(bin(which))
+            .arg("--store")
+            .arg(w.path("nodir/a.db"))
+            .arg("--socket")
+            .arg(w.path(&format!("{which}.sock")))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{which}: {err}");
+        let want = format!(
+            "{which}: {}: cannot create the store: directory {} does not exist\n",
+            w.path("nodir/a.db").display(),
+            w.path("nodir").display()
+        );
+        assert_eq!(err, want);
+        assert!(!w.path("nodir").exists());
+        assert!(!w.path(&format!("{which}.sock")).exists());
+    }
 }

@@ -90,7 +90,8 @@ impl Run {
         let ids: Vec<String> = (0..n)
             .map(|s| {
                 let id = format!("{:08x}-0000-4000-8000-{s:012x}", gen.rng.next_u64() as u32);
-                world.info(&name(s));
+                // Created as a daemon would (`synchronizer info` creates nothing).
+                drop(shared::store::Store::open(&world.store_path(&name(s))).unwrap());
                 Connection::open(world.store_path(&name(s)))
                     .unwrap()
                     .execute_batch(&format!(

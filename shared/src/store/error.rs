@@ -9,6 +9,15 @@ pub enum StoreError {
     NotAStore { path: PathBuf, what: String },
 
     #[error(
+        "{path}: no store here; nothing was created (a synchronizer or collector serving this \
+         path creates it)"
+    )]
+    NoStore { path: PathBuf },
+
+    #[error("{path}: cannot create the store: directory {dir} does not exist")]
+    NoDirectory { path: PathBuf, dir: PathBuf },
+
+    #[error(
         "{path}: store schema version {found} is newer than this build understands ({supported}); \
          upgrade icsync"
     )]

@@ -119,6 +119,28 @@ impl Store {
         Self::open_at(path, schema::SCHEMA_VERSION)
     }
 
+    /// Opens the store at `path` only if there is one: for commands that look at or clean up a
+    /// store the daemons serve (`synchronizer info`, `synchronizer cleanup`), where a mistyped
+    /// path must be an error, not a new empty store. A file that is not a store is refused as
+    /// by [`Store::open`]; an empty file is not a store yet.
+    pub fn open_existing(path: &Path) -> Result<Store, StoreError> {
+        match std::fs::metadata(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StoreError::NoStore {
+                    path: path.to_path_buf(),
+                })
+            }
+            Ok(meta) if meta.is_file() && meta.len() == 0 => {
+                return Err(StoreError::NotAStore {
+                    path: path.to_path_buf(),
+                    what: "an empty file".into(),
+                })
+            }
+            _ => {}
+        }
+        Self::open(path)
+    }
+
     /// [`Store::open`], migrating no further than schema `version` (tests of the migrations use
     /// an older schema; everything else uses the current one).
     fn open_at(path: &Path, version: i64) -> Result<Store, StoreError> {
@@ -148,7 +170,16 @@ impl Store {
                 })
             }
             Ok(meta) => meta.len(),
-            Err(_) => return Ok(()),
+            Err(_) => {
+                // SQLite would say only "unable to open database file".
+                return match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    Some(dir) if !dir.is_dir() => Err(StoreError::NoDirectory {
+                        path: path.to_path_buf(),
+                        dir: dir.to_path_buf(),
+                    }),
+                    _ => Ok(()),
+                };
+            }
         };
         if len == 0 {
             return Ok(());
