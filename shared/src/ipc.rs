@@ -28,11 +28,13 @@ pub enum IpcError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot connect to {path}: {source}")]
+    #[error("cannot connect to {path}: {source}{hint}")]
     Connect {
         path: PathBuf,
         #[source]
         source: std::io::Error,
+        /// What the operator can do about it, for the usual causes ([`connect_hint`]).
+        hint: &'static str,
     },
     #[error("refused a peer of user id {peer}: only user id {owner} may connect")]
     ForeignPeer { peer: u32, owner: u32 },
@@ -129,12 +131,55 @@ impl Drop for SocketListener {
     }
 }
 
+/// What an operator can do when nothing answers at a socket path: the two usual causes are a
+/// daemon never started there and one that has stopped (kill -9 leaves its socket file).
+fn connect_hint(error: &std::io::Error) -> &'static str {
+    match error.kind() {
+        std::io::ErrorKind::NotFound => {
+            " (no socket file there: start the daemon serving this path, or give the store \
+             spawn = true)"
+        }
+        std::io::ErrorKind::ConnectionRefused => {
+            " (a socket file is there but no daemon answers: the one that made it has stopped; \
+             start it again)"
+        }
+        _ => "",
+    }
+}
+
 /// Connects to the daemon at `path`.
 pub async fn connect(path: &Path) -> Result<Stream, IpcError> {
-    let connect_err = |source| IpcError::Connect {
+    let connect_err = |source: std::io::Error| IpcError::Connect {
         path: path.to_path_buf(),
+        hint: connect_hint(&source),
         source,
     };
     let name = path.to_fs_name::<GenericFilePath>().map_err(connect_err)?;
     Stream::connect(name).await.map_err(connect_err)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// The two usual reasons nothing answers each get their remedy; the path is always named.
+    #[tokio::test]
+    async fn a_socket_nobody_serves_is_named_with_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let never = dir.path().join("never.sock");
+        let err = connect(&never).await.err().unwrap().to_string();
+        assert!(
+            err.starts_with(&format!("cannot connect to {}: ", never.display())),
+            "{err}"
+        );
+        assert!(err.ends_with("(no socket file there: start the daemon serving this path, or give the store spawn = true)"), "{err}");
+
+        // A socket file whose listener is gone, as kill -9 leaves it.
+        let stale = dir.path().join("stale.sock");
+        drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+        assert!(stale.exists());
+        let err = connect(&stale).await.err().unwrap().to_string();
+        assert!(err.ends_with("(a socket file is there but no daemon answers: the one that made it has stopped; start it again)"), "{err}");
+    }
 }

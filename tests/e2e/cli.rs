@@ -67,6 +67,10 @@ fn a_failed_session_exits_non_zero_with_a_one_line_reason_and_is_recorded() {
         ),
         "{err}"
     );
+    assert!(
+        last.ends_with("(a socket file is there but no daemon answers: the one that made it has stopped; start it again)"),
+        "{err}"
+    );
     let status = redact(&stdout(&w.agent(&["status"])), &w);
     assert!(
         status.contains("state:     failed")
