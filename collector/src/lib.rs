@@ -175,10 +175,8 @@ async fn import(
             // death. A session that carried none (a no-op) changed only the store's knowledge,
             // which the next session learns again if a power loss takes it.
             store.set_synced_commits(batch.last && carried_items)?;
-            let (changes, refused) = match limits.max_body_bytes {
-                Some(cap) => store.refuse_large_bodies(&mut session, changes, cap)?,
-                None => (changes, Vec::new()),
-            };
+            let (changes, refused) =
+                store.refuse_large_bodies(&mut session, changes, limits.max_body_bytes)?;
             let mut outcome = match &batch.full {
                 Some(range) => store.apply_full_batch(
                     &mut session,

@@ -1,6 +1,6 @@
 //! Tombstone cleanup, out-of-date stores recovered by full enumeration (seed 001), and the
-//! collector's body size cap (a recoverable per-item error, seed 003), through the real
-//! binaries. Nothing waits for a retention to pass: `--retention 0s` forgets every tombstone.
+//! collector's body size cap and the largest body a batch carries (recoverable per-item errors,
+//! seed 003), through the real binaries. Nothing waits for a retention to pass: `--retention 0s` forgets every tombstone.
 
 use std::process::Command;
 
@@ -188,6 +188,63 @@ fn a_body_over_the_cap_is_an_item_error_until_the_cap_is_raised() {
     let out = w.sync_ok("ab");
     assert!(!out.contains("warning"), "{out}");
     assert_eq!(public_rows(&a.app()), public_rows(&b.app()));
+    assert_eq!(sent_per_leg(&w.sync_ok("ab")), vec![0]);
+}
+
+/// A body larger than a batch can carry (`MAX_SENT_BODY`, 48 MiB) used to fail every session
+/// of its partnership, and nothing after it arrived. Now it is an item error of that message
+/// alone, found again each session until the application makes it smaller.
+#[test]
+fn a_body_too_large_to_send_is_an_item_error_and_the_rest_arrives() {
+    let mut w = World::new();
+    let a = w.store("a");
+    let b = w.store("b");
+    w.config(&[("ab", "a", "b", "direction = \"one-way\"")]);
+    let over = shared::store::MAX_SENT_BODY + 2 * 1024 * 1024;
+    a.app()
+        .execute("INSERT INTO folders (id, name) VALUES ('f', 'F');", [])
+        .unwrap();
+    a.app()
+        .execute(
+            "INSERT INTO messages (id, folder_id, body)
+               VALUES ('before', 'f', 'short'), ('huge', 'f', zeroblob(?1)), ('after', 'f', 'x');",
+            [over],
+        )
+        .unwrap();
+    let out = w.sync_ok("ab");
+    let warning = "warning: item huge: body of 50 MiB is too large to send (a batch carries \
+                   bodies of at most 48 MiB); it comes again next session";
+    assert_eq!(out.matches(warning).count(), 1, "{out}");
+    assert_eq!(
+        ids(&b.app(), "SELECT id FROM messages ORDER BY id"),
+        vec!["after", "before"]
+    );
+    let status = String::from_utf8(w.agent(&["status"]).stdout).unwrap();
+    assert!(
+        status.contains("open:      0 conflicts, 1 item errors"),
+        "{status}"
+    );
+
+    // Still too large: it comes again, alone.
+    let out = w.sync_ok("ab");
+    assert_eq!(out.matches(warning).count(), 1, "{out}");
+    assert_eq!(sent_per_leg(&out), vec![1]);
+
+    // Made smaller by the application: it arrives, and the error is settled.
+    a.app()
+        .execute(
+            "UPDATE messages SET body = 'now small' WHERE id = 'huge'",
+            [],
+        )
+        .unwrap();
+    let out = w.sync_ok("ab");
+    assert!(!out.contains("warning"), "{out}");
+    assert_eq!(public_rows(&a.app()), public_rows(&b.app()));
+    let status = String::from_utf8(w.agent(&["status"]).stdout).unwrap();
+    assert!(
+        status.contains("open:      0 conflicts, 0 item errors"),
+        "{status}"
+    );
     assert_eq!(sent_per_leg(&w.sync_ok("ab")), vec![0]);
 }
 

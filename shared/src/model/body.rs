@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 /// one) the inline forms are `{"text": "..."}` for TEXT, `{"utf8": "..."}` for a BLOB whose bytes
 /// are UTF-8 and `{"base64": "..."}` for any other BLOB. `"withheld"` is a body the source kept
 /// back (header-only sync, seed 002's header download): the destination holds the message
-/// without it.
+/// without it. `{"too_large": N}` is a body of N bytes too large to travel in a batch
+/// (`store::MAX_SENT_BODY`): the collector refuses the item as an item error.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Body {
@@ -30,6 +31,9 @@ pub enum Body {
     /// A BLOB body of this many bytes, attached after the frame's JSON; replaced by
     /// [`Body::Blob`] as the frame is read (`unit_de`).
     BlobBytes(u64),
+    /// A body of this many bytes that the source did not send: more than a batch's frame
+    /// carries. Never stored; the item is refused and comes again next session.
+    TooLarge(u64),
 }
 
 impl Serialize for Body {
@@ -63,6 +67,7 @@ impl Serialize for Body {
             },
             Body::TextBytes(n) => s.serialize_newtype_variant("Body", 5, "text_bytes", n),
             Body::BlobBytes(n) => s.serialize_newtype_variant("Body", 6, "blob_bytes", n),
+            Body::TooLarge(n) => s.serialize_newtype_variant("Body", 7, "too_large", n),
         }
     }
 }
@@ -76,6 +81,9 @@ fn decode_base64(b64: &str) -> Result<Vec<u8>, String> {
 
 /// Why a placeholder cannot be stored: the frame's reader replaces every one.
 const UNREAD: &str = "a body attached to its frame was never read";
+
+/// Why a body the source did not send cannot be stored.
+const NOT_SENT: &str = "a body too large to send has no value to store";
 
 /// A body as SQLite stores it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -103,7 +111,10 @@ impl Body {
         match self {
             Body::Base64(b64) => decode_base64(b64).map(drop),
             Body::TextBytes(_) | Body::BlobBytes(_) => Err(UNREAD.into()),
-            Body::Text(_) | Body::Utf8(_) | Body::Blob(_) | Body::Withheld => Ok(()),
+            // A valid form; the collector refuses the item before anything would store it.
+            Body::Text(_) | Body::Utf8(_) | Body::Blob(_) | Body::Withheld | Body::TooLarge(_) => {
+                Ok(())
+            }
         }
     }
 
@@ -115,6 +126,7 @@ impl Body {
             Body::Utf8(text) => Ok(StoredBody::Blob(text.into_bytes())),
             Body::Blob(bytes) => Ok(StoredBody::Blob(bytes)),
             Body::TextBytes(_) | Body::BlobBytes(_) => Err(UNREAD.into()),
+            Body::TooLarge(_) => Err(NOT_SENT.into()),
             Body::Base64(b64) => decode_base64(&b64).map(StoredBody::Blob),
         }
     }
@@ -129,6 +141,7 @@ impl Body {
             Body::Utf8(text) => ToSqlOutput::Borrowed(ValueRef::Blob(text.as_bytes())),
             Body::Blob(bytes) => ToSqlOutput::Borrowed(ValueRef::Blob(bytes)),
             Body::TextBytes(_) | Body::BlobBytes(_) => return Err(UNREAD.into()),
+            Body::TooLarge(_) => return Err(NOT_SENT.into()),
             Body::Base64(b64) => ToSqlOutput::Owned(Value::Blob(decode_base64(b64)?)),
         })
     }
@@ -139,7 +152,7 @@ impl Body {
             Body::Text(t) | Body::Utf8(t) | Body::Base64(t) => t.len(),
             Body::Blob(bytes) => bytes.len(),
             Body::TextBytes(n) | Body::BlobBytes(n) => usize::try_from(*n).unwrap_or(usize::MAX),
-            Body::Withheld => 0,
+            Body::Withheld | Body::TooLarge(_) => 0,
         }
     }
 }

@@ -98,6 +98,10 @@ fn value(out: &mut Vec<u8>, value: &UnitValue) -> bool {
             match body {
                 None => out.push(0),
                 Some(Body::Withheld) => out.push(1),
+                Some(Body::TooLarge(size)) => {
+                    out.push(4);
+                    uint(out, *size);
+                }
                 Some(Body::Text(text)) => {
                     out.push(2);
                     uint(out, text.len() as u64);
@@ -387,9 +391,10 @@ impl Reader<'_> {
                             let len = self.uint("the body's length")?;
                             Some(Body::Blob(take_blob(len, "an attached BLOB body")?))
                         }
+                        4 => Some(Body::TooLarge(self.uint("the unsent body's size")?)),
                         other => {
                             return self
-                                .fail_last(&format!("{id}: body form {other} is none of 0-3"))
+                                .fail_last(&format!("{id}: body form {other} is none of 0-4"))
                         }
                     };
                     UnitValue::Content {

@@ -96,6 +96,7 @@ fn every_kind() -> Vec<Change> {
         message("m4", Some(Body::Withheld)),
         message("m5", None),
         message("m6", Some(Body::Text(String::new()))),
+        message("m8", Some(Body::TooLarge(70 * 1024 * 1024))),
         Change {
             id: "m7".into(),
             kind: ItemKind::Message,
@@ -145,7 +146,7 @@ fn a_batch_travels_packed_and_reads_back_as_sent() {
     let inline = serde_json::to_string(&sent).unwrap();
     assert!(inline.contains(r#""changes":[{"id":"f1""#), "{inline}");
     let mut inline_frame = inline.into_bytes();
-    assert_eq!(changes_of(decode(&mut inline_frame).unwrap()).len(), 10);
+    assert_eq!(changes_of(decode(&mut inline_frame).unwrap()).len(), 11);
 }
 
 /// The packed bytes are ASCII but for the strings' own, so a frame of UTF-8 values stays UTF-8
@@ -316,7 +317,7 @@ fn bad_packed_changes_are_refused_by_what_and_where() {
         (
             content(9, 0, 0),
             b"",
-            "change 1: m1: body form 9 is none of 0-3",
+            "change 1: m1: body form 9 is none of 0-4",
         ),
         (
             content(0, 0, 2),

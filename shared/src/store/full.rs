@@ -151,9 +151,10 @@ impl Store {
         let (mut changes, mut versions, mut bytes) = (Vec::new(), Vec::new(), 0usize);
         let mut upto = None;
         for id in &ids {
-            let Some(change) = self.read_item_change(id)? else {
+            let Some(mut change) = self.read_item_change(id)? else {
                 continue;
             };
+            super::limits::cap_for_sending(&mut change);
             bytes += approximate_size(&change);
             versions.extend(change.versions().cloned());
             changes.push(change.into_wire(&mut table));

@@ -1,7 +1,9 @@
-//! Per-store limits on what the collector applies: a message whose body is over the store's cap
-//! is not applied. It is a recoverable per-item error (seed 003): the item is reported with its
-//! id and the reason, its versions stay out of the learned knowledge, the rest of the batch
-//! applies, and the item comes again next session (and applies once the cap allows it).
+//! Limits on what a batch carries and what the collector applies: a message whose body is over
+//! the store's cap is not applied, and one whose body is over [`MAX_SENT_BODY`] is not even
+//! sent (its body goes as [`Body::TooLarge`]). Either is a recoverable per-item error (seed
+//! 003): the item is reported with its id and the reason, its versions stay out of the learned
+//! knowledge, the rest of the batch applies, and the item comes again next session (and applies
+//! once the cap allows it). One huge message never stops a partnership.
 
 use super::apply::{ImportSession, ItemError};
 use super::items::ItemChange;
@@ -20,35 +22,89 @@ impl ImportSession {
     }
 }
 
+/// The largest body a batch carries. A batch travels as one frame of at most
+/// [`MAX_FRAME`](crate::protocol::frame::MAX_FRAME) (64 MiB); a message alone in its batch keeps a
+/// quarter of that for its headers and the rest of the frame. Before this limit, a message with
+/// a larger body failed every session of its partnership, and nothing after it arrived.
+pub const MAX_SENT_BODY: u64 = crate::protocol::frame::MAX_FRAME as u64 / 4 * 3;
+
+/// On the way out: a message whose body is over [`MAX_SENT_BODY`] goes without it, as
+/// [`Body::TooLarge`] with its size, for the collector to refuse.
+pub(super) fn cap_for_sending(change: &mut ItemChange) {
+    for unit in &mut change.units {
+        if let UnitValue::Content {
+            body: Some(body), ..
+        } = &mut unit.value
+        {
+            let size = body.wire_len() as u64;
+            if size > MAX_SENT_BODY {
+                *body = Body::TooLarge(size);
+            }
+        }
+    }
+}
+
 impl Store {
-    /// Splits a batch into the changes to apply and the errors of those whose body is over
-    /// `max_body_bytes`. Items whose versions this store already knows are left to the applier,
-    /// which skips them.
+    /// Splits a batch into the changes to apply and the errors of those the store does not
+    /// take: bodies the source did not send ([`Body::TooLarge`]), and with a cap, bodies over
+    /// `max_body_bytes`. Items whose versions this store already knows need no body: those
+    /// over the cap are left to the applier, which skips them, and unsent ones are dropped.
     pub fn refuse_large_bodies(
         &self,
         session: &mut ImportSession,
         changes: Vec<ItemChange>,
-        max_body_bytes: u64,
+        max_body_bytes: Option<u64>,
     ) -> Result<(Vec<ItemChange>, Vec<ItemError>), StoreError> {
+        let unsent = |c: &ItemChange| {
+            c.units.iter().any(|u| {
+                matches!(
+                    u.value,
+                    UnitValue::Content {
+                        body: Some(Body::TooLarge(_)),
+                        ..
+                    }
+                )
+            })
+        };
+        if max_body_bytes.is_none() && !changes.iter().any(unsent) {
+            return Ok((changes, Vec::new()));
+        }
         let known = self.knowledge()?;
         let mut errors = Vec::new();
         let mut keep = Vec::with_capacity(changes.len());
         for change in changes {
             let size = body_size(&change);
-            if size > max_body_bytes && !change.versions().all(|v| known.contains(v)) {
-                // The same item met again in a later phase of the session: refused once.
-                if change.versions().all(|v| session.excluded.contains(v)) {
-                    continue;
-                }
-                let reason = format!(
-                    "body of {} is over the cap of {}; it comes again next session",
+            let reason = if unsent(&change) {
+                format!(
+                    "body of {} is too large to send (a batch carries bodies of at most {}); it \
+                     comes again next session",
                     human_size(size),
-                    human_size(max_body_bytes)
-                );
-                errors.push(session.refuse(&change, reason));
+                    human_size(MAX_SENT_BODY)
+                )
             } else {
-                keep.push(change);
+                match max_body_bytes {
+                    Some(cap) if size > cap => format!(
+                        "body of {} is over the cap of {}; it comes again next session",
+                        human_size(size),
+                        human_size(cap)
+                    ),
+                    _ => {
+                        keep.push(change);
+                        continue;
+                    }
+                }
+            };
+            if change.versions().all(|v| known.contains(v)) {
+                if !unsent(&change) {
+                    keep.push(change);
+                }
+                continue;
             }
+            // The same item met again in a later phase of the session: refused once.
+            if change.versions().all(|v| session.excluded.contains(v)) {
+                continue;
+            }
+            errors.push(session.refuse(&change, reason));
         }
         Ok((keep, errors))
     }
@@ -67,6 +123,7 @@ pub fn body_size(change: &ItemChange) -> u64 {
                 Body::Blob(bytes) => bytes.len() as u64,
                 Body::TextBytes(n) | Body::BlobBytes(n) => *n,
                 Body::Withheld => 0,
+                Body::TooLarge(n) => *n,
                 Body::Base64(b) => {
                     let padding = b.bytes().rev().take_while(|&c| c == b'=').count() as u64;
                     (b.len() as u64 / 4 * 3).saturating_sub(padding)

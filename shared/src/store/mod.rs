@@ -42,7 +42,7 @@ pub use enumerate::{EnumerationCursor, ExportBatch, ExportScope};
 pub use error::StoreError;
 pub use full::{FullBatch, FullPosition, FullRange};
 pub use items::{ItemChange, LocalItem, UnitState};
-pub use limits::{body_size, human_size};
+pub use limits::{body_size, human_size, MAX_SENT_BODY};
 pub use scoped::LeftScope;
 
 use crate::knowledge::{Knowledge, ReplicaId, Version};

@@ -158,6 +158,7 @@ impl<'a> Filler<'a> {
                 }
             }
         }
+        super::limits::cap_for_sending(&mut change);
         self.seen.insert(change.id.clone());
         self.bytes += approximate_size(&change);
         if !hold {
