@@ -187,7 +187,9 @@ fn print_status(config: &Config, json: bool) -> Result<u8, AgentError> {
         ms: crate::state::now_ms(),
         daemon: crate::lock::DaemonLock::is_held(config),
     };
-    let rows = report::status(config, &state, now)?;
+    let rows = report::status(config, &state, now, |name| {
+        crate::lock::PairLock::holder_gone(config, name) == Some(true)
+    })?;
     if json {
         println!(
             "{}",

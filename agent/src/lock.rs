@@ -82,6 +82,25 @@ impl PairLock {
     pub fn file(&self) -> &Path {
         &self.path
     }
+
+    /// Whether the agent that last took `partnership`'s pair lock is gone: the note it left in
+    /// the lock file names its pid, and no process has that pid now. `None` when that cannot be
+    /// told (no lock file or note, no `/proc`). Read without taking the lock, so asking never
+    /// makes a session that starts at that moment find its stores busy.
+    pub fn holder_gone(config: &Config, partnership: &str) -> Option<bool> {
+        let note = std::fs::read_to_string(PairLock::path(config, partnership).ok()?).ok()?;
+        let pid: u32 = note
+            .split("agent pid ")
+            .nth(1)?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()?;
+        if !Path::new("/proc/self").exists() {
+            return None;
+        }
+        Some(!Path::new(&format!("/proc/{pid}")).exists())
+    }
 }
 
 /// The lock an `agent run` holds on its state file for as long as it runs.

@@ -20,9 +20,10 @@ pub struct StatusRow {
     pub destination: String,
     pub direction: String,
     pub schedule: String,
-    /// never run | idle | running | retrying | failed
+    /// never run | idle | running | interrupted | retrying | failed
     pub state: String,
-    /// The session under way, when `state` is running.
+    /// The session under way, when `state` is running; the one whose agent stopped during it,
+    /// when `state` is interrupted (the next session resumes from its last acknowledged batch).
     pub running: Option<RunningSession>,
     /// The retry under way, when `state` is retrying.
     pub retry: Option<Retry>,
@@ -98,15 +99,28 @@ pub struct DirectionReport {
     pub last_session: Option<SessionRecord>,
 }
 
-pub fn status(config: &Config, state: &State, now: Now) -> Result<Vec<StatusRow>, StateError> {
+/// `holder_gone(partnership)` tells whether the agent recorded as running a session of the
+/// partnership is gone (`lock::PairLock::holder_gone`): its session then shows as interrupted,
+/// not as running, until the next session closes it.
+pub fn status(
+    config: &Config,
+    state: &State,
+    now: Now,
+    holder_gone: impl Fn(&str) -> bool,
+) -> Result<Vec<StatusRow>, StateError> {
     config
         .partnerships
         .iter()
-        .map(|p| status_row(p, state, now))
+        .map(|p| status_row(p, state, now, &holder_gone))
         .collect()
 }
 
-fn status_row(p: &Partnership, state: &State, now: Now) -> Result<StatusRow, StateError> {
+fn status_row(
+    p: &Partnership,
+    state: &State,
+    now: Now,
+    holder_gone: &impl Fn(&str) -> bool,
+) -> Result<StatusRow, StateError> {
     // The latest session of each direction makes up the partnership's last run.
     let recent = state.history(Some(&p.name), legs(p).len())?;
     let running = recent
@@ -153,7 +167,9 @@ fn status_row(p: &Partnership, state: &State, now: Now) -> Result<StatusRow, Sta
         destination: p.destination.clone(),
         direction: p.direction.to_string(),
         schedule: p.schedule.to_string(),
-        state: if running.is_some() {
+        state: if running.is_some() && holder_gone(&p.name) {
+            "interrupted"
+        } else if running.is_some() {
             "running"
         } else if retry.is_some() {
             "retrying"
@@ -261,6 +277,13 @@ fn state_line(r: &StatusRow, now: i64) -> String {
             ),
             None => "starting".to_string(),
         };
+        if r.state == "interrupted" {
+            return format!(
+                "interrupted: the agent running it stopped during {} {at}; the next session \
+                 resumes from there",
+                s.direction
+            );
+        }
         return format!("running: {} {at}", s.direction);
     }
     if let Some(retry) = &r.retry {
@@ -280,7 +303,7 @@ fn state_line(r: &StatusRow, now: i64) -> String {
 }
 
 fn next_run_line(r: &StatusRow, now: i64) -> String {
-    if r.daemon && r.running.is_some() {
+    if r.daemon && r.state == "running" {
         return "planned when the running session ends".to_string();
     }
     match (r.daemon, r.next_run_at) {
@@ -463,6 +486,21 @@ mod tests {
             }),
             ..row("starting", "running")
         };
+        let interrupted = StatusRow {
+            running: Some(RunningSession {
+                direction: "laptop->server".into(),
+                phase: Some("contents".into()),
+                started_at: NOW - 90_000,
+                batches: 25,
+                sent: 24_001,
+                applied: 24_001,
+                conflicts: 0,
+                errors: 0,
+            }),
+            daemon: false,
+            next_run_at: None,
+            ..row("interrupted", "interrupted")
+        };
         let reason =
             "retrying (laptop->server): cannot connect to run/server.coll.sock: connection refused";
         let retrying = StatusRow {
@@ -495,6 +533,7 @@ mod tests {
             row("idle", "idle"),
             running,
             starting,
+            interrupted,
             retrying,
             failed,
             cron_without_daemon,

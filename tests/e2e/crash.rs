@@ -92,6 +92,17 @@ fn agent_killed_mid_session_then_a_new_session_resumes() {
         partial < 50,
         "the session stopped part-way ({partial} messages)"
     );
+    // The state file still records the session as running; status tells it apart from one
+    // under way, as no process holds it any more.
+    let status = String::from_utf8(w.agent(&["status"]).stdout).unwrap();
+    assert!(
+        status
+            .contains("state:     interrupted: the agent running it stopped during a->b contents"),
+        "{status}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_slice(&w.agent(&["status", "--json"]).stdout).unwrap();
+    assert_eq!(json[0]["state"], "interrupted");
     let out = w.sync_ok("ab");
     // Resumed, not restarted: the second session sends only what the first did not deliver.
     let sent: u64 = out

@@ -152,7 +152,7 @@ async fn a_retry_under_way_is_in_the_state_file_and_agent_status_shows_it() {
         };
         assert!(now.daemon, "agent run holds the state file");
         let state = State::open(&watched.state).expect("state");
-        let rows = report::status(&watched, &state, now).expect("status");
+        let rows = report::status(&watched, &state, now, |_| false).expect("status");
         assert_eq!(rows[0].state, "retrying");
         let shown = report::render_status(&rows, now.ms);
         let line = shown
@@ -185,7 +185,7 @@ async fn a_retry_under_way_is_in_the_state_file_and_agent_status_shows_it() {
         daemon: crate::lock::DaemonLock::is_held(&config),
     };
     assert!(!now.daemon);
-    let rows = report::status(&config, &state, now).expect("status");
+    let rows = report::status(&config, &state, now, |_| false).expect("status");
     assert_eq!(rows[0].state, "failed");
     assert!(report::render_status(&rows, now.ms)
         .contains("next run:  when agent run starts, then every 1h"));
