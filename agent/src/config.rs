@@ -710,6 +710,7 @@ fn build(raw: RawConfig, origin: &str, base_dir: &Path, problems: &mut Problems<
 
     let mut stores = BTreeMap::new();
     let mut sockets: Vec<Socket> = Vec::new();
+    let mut paths: Vec<(usize, PathBuf, String)> = Vec::new();
     match raw.stores {
         None => problems.add(0, NO_STORES.to_string()),
         Some(table) if table.get_ref().is_empty() => {
@@ -717,10 +718,29 @@ fn build(raw: RawConfig, origin: &str, base_dir: &Path, problems: &mut Problems<
         }
         Some(table) => {
             for (name, store) in table.into_inner() {
-                let (store, sock) = build_store(name, store, base_dir, problems);
+                let (store, sock, at) = build_store(name, store, base_dir, problems);
                 sockets.extend(sock);
+                if let (Some(at), Some(path)) = (at, &store.path) {
+                    paths.push((at, path.clone(), store.name.clone()));
+                }
                 stores.insert(store.name.clone(), store);
             }
+        }
+    }
+    // Two stores naming one file would be one store synced with itself, served by two pairs of
+    // daemons.
+    paths.sort_by_key(|p| p.0);
+    for (i, (offset, path, store)) in paths.iter().enumerate() {
+        if let Some((first_offset, _, first)) = paths[..i].iter().find(|p| same_file(&p.1, path)) {
+            let first_line = problems.line_of(*first_offset);
+            problems.add(
+                *offset,
+                format!(
+                    "store {store:?}: path {} is already the path of store {first:?} (line \
+                     {first_line}); each store needs its own file",
+                    path.display()
+                ),
+            );
         }
     }
 
@@ -779,7 +799,7 @@ fn build_store(
     store: Spanned<RawStore>,
     base_dir: &Path,
     problems: &mut Problems,
-) -> (StoreConfig, Vec<Socket>) {
+) -> (StoreConfig, Vec<Socket>, Option<usize>) {
     let name_offset = name.span().start;
     let table_offset = store.span().start;
     let name = name.into_inner();
@@ -820,6 +840,7 @@ fn build_store(
             .map(|v| path_value(base_dir, v, || format!("{ctx}: {key}"), problems))
     };
     let path = optional_path("path", &raw.path, problems);
+    let path_at = raw.path.as_ref().map(|p| p.span().start);
     let synchronizer_bin = optional_path("synchronizer_bin", &raw.synchronizer_bin, problems);
     let collector_bin = optional_path("collector_bin", &raw.collector_bin, problems);
 
@@ -869,7 +890,17 @@ fn build_store(
         synchronizer_bin,
         collector_bin,
     };
-    (store, sockets)
+    (store, sockets, path_at)
+}
+
+/// Whether two store paths name one file: the same path, or (when both exist) one file
+/// reached two ways, e.g. through a symlink.
+fn same_file(a: &Path, b: &Path) -> bool {
+    a == b
+        || matches!(
+            (std::fs::canonicalize(a), std::fs::canonicalize(b)),
+            (Ok(x), Ok(y)) if x == y
+        )
 }
 
 fn build_partnership(
@@ -1560,6 +1591,29 @@ batch = 1
         let text =
             "state = \"agent.db\"\n[stores.a]\nsynchronizer = \"x.sock\"\ncollector = \"x.sock\"\n";
         expect_error(text, 4, &["already the synchronizer socket"]);
+    }
+
+    #[test]
+    fn two_stores_must_not_be_one_file() {
+        let text = "state = \"agent.db\"\n[stores.a]\nsynchronizer = \"a.s\"\ncollector = \"a.c\"\npath = \"data/a.db\"\n[stores.b]\nsynchronizer = \"b.s\"\ncollector = \"b.c\"\npath = \"./data/a.db\"\n";
+        expect_error(
+            text,
+            9,
+            &[
+                "store \"b\": path /srv/icsync/data/a.db is already the path of store \"a\" (line 5)",
+                "each store needs its own file",
+            ],
+        );
+        // One file reached two ways.
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("a.db"), b"").expect("file");
+        std::os::unix::fs::symlink(dir.path().join("a.db"), dir.path().join("link.db"))
+            .expect("symlink");
+        let text = "state = \"agent.db\"\n[stores.a]\nsynchronizer = \"a.s\"\ncollector = \"a.c\"\npath = \"a.db\"\n[stores.b]\nsynchronizer = \"b.s\"\ncollector = \"b.c\"\npath = \"link.db\"\n";
+        let err = Config::parse(text, ORIGIN, dir.path())
+            .expect_err("refused")
+            .to_string();
+        assert!(err.contains("is already the path of store \"a\""), "{err}");
     }
 
     #[test]
