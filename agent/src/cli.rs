@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use clap::{Parser, Subcommand};
 
 use crate::config::{Config, EMBEDDED_ORIGIN};
+use crate::lock::PairLock;
 use crate::report;
-use crate::session::{sync_partnership, AgentError};
+use crate::session::{sync_locked, AgentError};
 use crate::state::State;
 
 /// The embedded demo config, used when neither --config nor ICSYNC_CONFIG names one.
@@ -47,7 +48,8 @@ pub enum Command {
     /// are stopped, exit 0); SIGHUP reads the config again (a bad one is logged and the running
     /// one kept).
     Run,
-    /// Run one session of a partnership now, in the foreground, showing its progress.
+    /// Run one session of a partnership now, in the foreground, showing its progress (Ctrl-C
+    /// stops it at the next batch boundary; the next session resumes from there).
     Sync {
         /// The partnership's name in the config.
         name: String,
@@ -175,9 +177,26 @@ pub async fn run(cli: Cli) -> u8 {
     }
 }
 
+/// One session now. Ctrl-C or SIGTERM ends it at the next batch boundary, as `agent run` stops:
+/// recorded as stopped, exit 1 with the reason, and the next session resumes from there. A
+/// second signal ends the agent at once (which loses nothing either: kill -9 would not).
 async fn sync(config: &Config, name: &str) -> Result<u8, AgentError> {
     let mut progress = crate::progress::Progress::new(name, std::io::stderr().is_terminal());
-    sync_partnership(config, name, &mut |event| progress.show(event)).await?;
+    let (trigger, stop) = shared::shutdown::channel();
+    let signalled = shared::shutdown::signal();
+    let watch = tokio::spawn(async move {
+        signalled.await;
+        trigger.fire();
+        shared::shutdown::signal().await;
+        std::process::exit(130);
+    });
+    let lock = PairLock::try_take(config, name)?;
+    let result = sync_locked(config, name, &lock, Some(&stop), &mut |event| {
+        progress.show(event)
+    })
+    .await;
+    watch.abort();
+    result?;
     Ok(0)
 }
 

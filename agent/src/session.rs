@@ -191,7 +191,8 @@ pub async fn sync_locked(
 }
 
 /// Why a session the agent stopped itself ended.
-const STOPPED: &str = "stopped at a batch boundary: the agent is shutting down";
+const STOPPED: &str =
+    "stopped at a batch boundary: the agent was told to stop (SIGTERM or Ctrl-C); the next session resumes from there";
 
 /// One direction: recorded as one session, and logged in one line at its start and one at its
 /// end (partnership, direction, counts, conflicts, duration).

@@ -2,7 +2,7 @@
 //! redacted), exit codes, and one-line failure reasons, of the agent and of the daemons' own
 //! commands.
 
-use icsync_e2e::{bin, redact, World};
+use icsync_e2e::{bin, count, fill_inbox, public_rows, redact, signal, wait_until, World};
 
 fn stdout(out: &std::process::Output) -> String {
     assert!(
@@ -243,4 +243,55 @@ fn a_daemon_whose_store_directory_is_missing_names_it_on_one_line() {
         assert!(!w.path("nodir").exists());
         assert!(!w.path(&format!("{which}.sock")).exists());
     }
+}
+
+/// SIGTERM (or Ctrl-C) stops `agent sync` at the next batch boundary, as it stops `agent run`:
+/// exit 1 with the reason, the session recorded as stopped, and the next one resumes.
+#[test]
+fn a_signalled_agent_sync_stops_at_a_batch_boundary_and_the_next_resumes() {
+    let mut w = World::new();
+    let a = w.store("a");
+    let b = w.store("b");
+    fill_inbox(&a.app(), 3000);
+    w.config(&[("ab", "a", "b", "batch = 10\ndirection = \"one-way\"")]);
+    let log = w.path("sync.log");
+    let mut agent = std::process::Command::new(bin("agent"))
+        .arg("--config")
+        .arg(w.path("agent.toml"))
+        .args(["sync", "ab"])
+        .env("RUST_LOG", "warn")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    wait_until(
+        "the first batches to arrive",
+        || count(&b.app(), "SELECT count(*) FROM messages") >= 20,
+        || std::fs::read_to_string(&log).unwrap_or_default(),
+    );
+    signal(agent.id(), "TERM");
+    let status = agent.wait().unwrap();
+    let err = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.lines().last().unwrap().starts_with(
+            "agent: ab (a->b): stopped at a batch boundary: the agent was told to stop"
+        ),
+        "{err}"
+    );
+    let arrived = count(&b.app(), "SELECT count(*) FROM messages");
+    assert!(arrived < 3000, "stopped part-way: {arrived}");
+    let sessions = w.sessions("state/agent.db");
+    assert_eq!(sessions.len(), 1);
+    assert_eq!(sessions[0].result, "failed");
+    assert!(
+        sessions[0].reason.contains("the next session resumes"),
+        "{sessions:?}"
+    );
+
+    let out = w.sync_ok("ab");
+    assert!(
+        !out.contains("completed: 3001 sent"),
+        "resumed, not started over: {out}"
+    );
+    assert_eq!(public_rows(&a.app()), public_rows(&b.app()));
 }
