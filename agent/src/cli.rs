@@ -48,8 +48,10 @@ pub enum Command {
     /// are stopped, exit 0); SIGHUP reads the config again (a bad one is logged and the running
     /// one kept).
     Run,
-    /// Run one session of a partnership now, in the foreground, showing its progress (Ctrl-C
-    /// stops it at the next batch boundary; the next session resumes from there).
+    /// Run one session of a partnership now, in the foreground, showing its progress
+    ///
+    /// Ctrl-C or SIGTERM stops it at the next batch boundary (exit 1); the next session resumes
+    /// from there. A second Ctrl-C stops it at once.
     Sync {
         /// The partnership's name in the config.
         name: String,

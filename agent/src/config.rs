@@ -813,6 +813,9 @@ fn build_store(
     let mut socket = |key: &'static str, value: &Option<Str>, problems: &mut Problems| match value {
         Some(v) => {
             let path = path_value(base_dir, v, || format!("{ctx}: {key}"), problems);
+            if let Err(e) = shared::ipc::check_socket_path(&path) {
+                problems.add(v.span().start, format!("{ctx}: {key}: {e}"));
+            }
             sockets.push((v.span().start, path.clone(), name.clone(), key));
             path
         }
@@ -1591,6 +1594,22 @@ batch = 1
         let text =
             "state = \"agent.db\"\n[stores.a]\nsynchronizer = \"x.sock\"\ncollector = \"x.sock\"\n";
         expect_error(text, 4, &["already the synchronizer socket"]);
+    }
+
+    #[test]
+    fn a_socket_path_the_system_cannot_take_is_refused() {
+        let long = "d".repeat(100);
+        let text = format!(
+            "state = \"agent.db\"\n[stores.a]\nsynchronizer = \"a.s\"\ncollector = \"{long}/a.c\"\n"
+        );
+        expect_error(
+            &text,
+            4,
+            &[
+                "store \"a\": collector: /srv/icsync/",
+                "a socket path of 116 bytes is too long; the system takes at most 107",
+            ],
+        );
     }
 
     #[test]

@@ -63,6 +63,8 @@ pub async fn bind_for_store(
     store: &std::path::Path,
     socket: &std::path::Path,
 ) -> Result<SocketListener, crate::error::SessionError> {
+    // A socket path the system cannot take is refused before the store is opened (and made).
+    crate::ipc::check_socket_path(socket)?;
     let opened = crate::store::Store::open(store)?;
     let listener = SocketListener::bind(socket).await?;
     tracing::info!(role, store = %store.display(), replica = %opened.replica(), socket = %socket.display(), "serving");

@@ -15,11 +15,33 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
 pub use interprocess::local_socket::tokio::Stream as LocalStream;
 
+/// The longest socket path the system takes: `sockaddr_un`'s `sun_path` holds 108 bytes on
+/// Linux, the terminating NUL included.
+pub const MAX_SOCKET_PATH: usize = 107;
+
+/// Refuses a socket path longer than [`MAX_SOCKET_PATH`], naming its length. Checked before
+/// anything else is done with it (a daemon opens, and may create, its store before it binds).
+pub fn check_socket_path(path: &Path) -> Result<(), IpcError> {
+    let len = path.as_os_str().len();
+    if len > MAX_SOCKET_PATH {
+        return Err(IpcError::PathTooLong {
+            path: path.to_path_buf(),
+            len,
+        });
+    }
+    Ok(())
+}
+
 /// What can go wrong with a socket.
 #[derive(Debug, thiserror::Error)]
 pub enum IpcError {
     #[error("{path}: another daemon is already serving this socket")]
     AlreadyServing { path: PathBuf },
+    #[error(
+        "{path}: a socket path of {len} bytes is too long; the system takes at most \
+         {MAX_SOCKET_PATH} (choose a shorter directory)"
+    )]
+    PathTooLong { path: PathBuf, len: usize },
     #[error("{path}: exists and is not a socket; refusing to replace it")]
     NotASocket { path: PathBuf },
     #[error("cannot listen on {path}: {source}")]
@@ -59,6 +81,7 @@ pub struct SocketListener {
 impl SocketListener {
     /// Binds `path` (creating its directory), replacing a stale socket file.
     pub async fn bind(path: &Path) -> Result<SocketListener, IpcError> {
+        check_socket_path(path)?;
         let bind_err = |source| IpcError::Bind {
             path: path.to_path_buf(),
             source,
@@ -149,6 +172,7 @@ fn connect_hint(error: &std::io::Error) -> &'static str {
 
 /// Connects to the daemon at `path`.
 pub async fn connect(path: &Path) -> Result<Stream, IpcError> {
+    check_socket_path(path)?;
     let connect_err = |source: std::io::Error| IpcError::Connect {
         path: path.to_path_buf(),
         hint: connect_hint(&source),

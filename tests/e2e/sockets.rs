@@ -110,3 +110,31 @@ fn a_supervised_daemon_stops_when_its_stdin_ends_and_an_unsupervised_one_serves_
         );
     }
 }
+
+/// A socket path longer than the system takes is refused by name and length, before the daemon
+/// opens (and would create) its store.
+#[test]
+fn a_socket_path_too_long_is_refused_before_the_store_is_made() {
+    let w = World::new();
+    let socket = w.path(&format!("{}/c.sock", "d".repeat(120)));
+    for which in ["synchronizer", "collector"] {
+        let out = std::process::Command::new(bin(which))
+            .arg("--store")
+            .arg(w.store_path("a"))
+            .arg("--socket")
+            .arg(&socket)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{which}: {err}");
+        assert!(
+            err.contains(&format!(
+                "{}: a socket path of {} bytes is too long; the system takes at most 107",
+                socket.display(),
+                socket.as_os_str().len()
+            )),
+            "{which}: {err}"
+        );
+        assert!(!w.store_path("a").exists(), "{which} made the store");
+    }
+}
