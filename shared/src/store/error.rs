@@ -27,7 +27,7 @@ pub enum StoreError {
         supported: i64,
     },
 
-    #[error("{path}: {context}: {source}{}", busy_hint(source))]
+    #[error("{path}: {context}: {source}{}", sqlite_hint(source))]
     Sqlite {
         path: PathBuf,
         context: &'static str,
@@ -47,25 +47,36 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// Whether trying again later may succeed (the store was busy or locked by another writer).
+    /// Whether trying again later may succeed: the store was busy or locked by another writer,
+    /// or its disk was full (space may be freed; `agent run` retries with backoff).
     pub fn is_retryable(&self) -> bool {
         match self {
             StoreError::Sqlite { source, .. } => matches!(
                 source.sqlite_error_code(),
-                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+                Some(
+                    rusqlite::ErrorCode::DatabaseBusy
+                        | rusqlite::ErrorCode::DatabaseLocked
+                        | rusqlite::ErrorCode::DiskFull
+                )
             ),
             _ => false,
         }
     }
 }
 
-/// What "database is locked" means here: every connection of the product waits 10 s for a lock
-/// (`busy_timeout`), so another writer held one longer than that.
-fn busy_hint(source: &rusqlite::Error) -> &'static str {
+/// What SQLite's two errors an operator meets most mean here. "database is locked": every
+/// connection of the product waits 10 s for a lock (`busy_timeout`), so another writer held one
+/// longer than that. "database or disk is full": the transaction rolled back whole, so what was
+/// committed before it stays, and the next session resumes from there.
+fn sqlite_hint(source: &rusqlite::Error) -> &'static str {
     match source.sqlite_error_code() {
         Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
             " (another connection held a write lock on the store for over 10 s; a later try may \
              succeed)"
+        }
+        Some(rusqlite::ErrorCode::DiskFull) => {
+            " (free space on the disk that holds the store; what was committed stays, and the \
+             next session resumes from there)"
         }
         _ => "",
     }
@@ -101,9 +112,10 @@ mod tests {
         }
     }
 
-    /// A lock held too long says so, and is retryable; other SQLite errors are as SQLite says.
+    /// A lock held too long and a full disk say what they mean; other SQLite errors are as
+    /// SQLite says them.
     #[test]
-    fn a_lock_held_too_long_says_what_it_means() {
+    fn a_lock_held_too_long_and_a_full_disk_say_what_they_mean() {
         let busy = sqlite(rusqlite::ffi::SQLITE_BUSY, "database is locked");
         assert_eq!(
             busy.to_string(),
@@ -114,8 +126,19 @@ mod tests {
         let full = sqlite(rusqlite::ffi::SQLITE_FULL, "database or disk is full");
         assert_eq!(
             full.to_string(),
-            "b.db: cannot begin the import transaction: database or disk is full"
+            "b.db: cannot begin the import transaction: database or disk is full (free space on \
+             the disk that holds the store; what was committed stays, and the next session \
+             resumes from there)"
         );
-        assert!(!full.is_retryable());
+        assert!(full.is_retryable());
+        let corrupt = sqlite(
+            rusqlite::ffi::SQLITE_CORRUPT,
+            "database disk image is malformed",
+        );
+        assert_eq!(
+            corrupt.to_string(),
+            "b.db: cannot begin the import transaction: database disk image is malformed"
+        );
+        assert!(!corrupt.is_retryable());
     }
 }
