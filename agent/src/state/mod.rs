@@ -32,9 +32,10 @@ pub use plan::PlannedRun;
 use schema::MIGRATIONS;
 
 /// The sessions of each partnership the state file keeps (`agent history`), newest first; older
-/// ones are dropped as sessions end (every hundredth, so up to 99 more may be kept). A partnership synced both ways every ten seconds keeps
-/// about 14 hours, one every five minutes about 17 days, in ~2 MB; without a bound the file
-/// grew by ~17,000 rows a day for the former.
+/// ones are dropped as sessions end (about one end in 128 prunes, so a few hundred more may be
+/// kept). A partnership synced both ways every ten seconds keeps about 14 hours, one every five
+/// minutes about 17 days, in ~2 MB; without a bound the file grew by ~17,000 rows a day for the
+/// former.
 pub const KEEP_SESSIONS: u32 = 10_000;
 
 /// One session as recorded.
@@ -245,8 +246,8 @@ impl State {
     }
 
     /// Ends a session record with its result, and its final counts when the synchronizer sent
-    /// them; without them the counts recorded batch by batch stay. Every hundredth session also
-    /// drops the partnership's sessions beyond its latest [`KEEP_SESSIONS`].
+    /// them; without them the counts recorded batch by batch stay. About one end in 128 also
+    /// drops the partnership's sessions beyond its latest [`KEEP_SESSIONS`] ([`prune_due`]).
     pub fn end_session(
         &self,
         session: i64,
@@ -275,9 +276,7 @@ impl State {
                 ],
             ),
         )?;
-        // Every hundredth session: finding the cut steps over the kept sessions' index entries
-        // (~0.5 ms at 10,000), which a no-op session should not pay each time.
-        if session % 100 == 0 {
+        if prune_due(session) {
             self.prune_sessions(session, KEEP_SESSIONS)?;
         }
         Ok(())
@@ -438,6 +437,15 @@ fn session_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRecord> {
     })
 }
 
+/// Whether the end of `session` prunes its partnership's history: about one in 128, picked by a
+/// hash of the id. Finding the cut steps over the kept sessions' index entries (~0.5 ms at
+/// 10,000), which a no-op session should not pay each time; and a plain `id % N` would miss a
+/// partnership whose sessions interleave with others' in step (two two-way partnerships in turn
+/// take ids 1, 2, 5, 6, … and 3, 4, 7, 8, …: every multiple of 4 falls to the second).
+fn prune_due(session: i64) -> bool {
+    (session as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 57 == 0
+}
+
 #[cfg(test)]
 mod history_tests {
     use super::*;
@@ -471,5 +479,17 @@ mod history_tests {
         // A history shorter than the bound loses nothing.
         state.prune_sessions(other, 5).expect("prune");
         assert_eq!(state.history(Some("other"), 100).expect("history").len(), 1);
+    }
+
+    /// Pruning falls to every partnership however their sessions interleave, about one end in
+    /// 128.
+    #[test]
+    fn pruning_is_due_for_every_partnership_whatever_their_ids() {
+        for (start, step) in [(1, 4), (2, 4), (3, 4), (4, 4), (1, 1), (7, 3), (100, 100)] {
+            let due = (0..12_800i64)
+                .filter(|i| prune_due(start + i * step))
+                .count();
+            assert!((50..=150).contains(&due), "ids {start} + {step}·i: {due}");
+        }
     }
 }
