@@ -8,9 +8,8 @@ use std::path::{Path, PathBuf};
 use clap::{Parser, Subcommand};
 
 use crate::config::{Config, EMBEDDED_ORIGIN};
-use crate::lock::PairLock;
 use crate::report;
-use crate::session::{sync_locked, AgentError};
+use crate::session::{sync_partnership, AgentError};
 use crate::state::State;
 
 /// The embedded demo config, used when neither --config nor ICSYNC_CONFIG names one.
@@ -192,11 +191,8 @@ async fn sync(config: &Config, name: &str) -> Result<u8, AgentError> {
         shared::shutdown::signal().await;
         std::process::exit(130);
     });
-    let lock = PairLock::try_take(config, name)?;
-    let result = sync_locked(config, name, &lock, Some(&stop), &mut |event| {
-        progress.show(event)
-    })
-    .await;
+    let result =
+        sync_partnership(config, name, Some(&stop), &mut |event| progress.show(event)).await;
     watch.abort();
     result?;
     Ok(0)

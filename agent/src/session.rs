@@ -147,14 +147,15 @@ pub enum Event<'a> {
 
 /// Runs one session of `name` now, taking the lock of its stores for its length (`Busy` if
 /// another session holds it): every direction in order. Stops at the first direction that
-/// fails. Returns each direction's completion.
+/// fails, or at the next batch boundary once `stop` fires. Returns each direction's completion.
 pub async fn sync_partnership(
     config: &Config,
     name: &str,
+    stop: Option<&Shutdown>,
     listen: &mut dyn FnMut(Event<'_>),
 ) -> Result<Vec<(Leg, Completed)>, AgentError> {
     let lock = PairLock::try_take(config, name)?;
-    sync_locked(config, name, &lock, None, listen).await
+    sync_locked(config, name, &lock, stop, listen).await
 }
 
 /// [`sync_partnership`] for a caller that already holds the stores' lock. Once `stop` fires the

@@ -50,13 +50,12 @@ pub enum IpcError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot connect to {path}: {source}{hint}")]
+    /// The message adds what the operator can do for the usual causes ([`connect_hint`]).
+    #[error("cannot connect to {path}: {source}{}", connect_hint(source))]
     Connect {
         path: PathBuf,
         #[source]
         source: std::io::Error,
-        /// What the operator can do about it, for the usual causes ([`connect_hint`]).
-        hint: &'static str,
     },
     #[error("refused a peer of user id {peer}: only user id {owner} may connect")]
     ForeignPeer { peer: u32, owner: u32 },
@@ -173,9 +172,8 @@ fn connect_hint(error: &std::io::Error) -> &'static str {
 /// Connects to the daemon at `path`.
 pub async fn connect(path: &Path) -> Result<Stream, IpcError> {
     check_socket_path(path)?;
-    let connect_err = |source: std::io::Error| IpcError::Connect {
+    let connect_err = |source| IpcError::Connect {
         path: path.to_path_buf(),
-        hint: connect_hint(&source),
         source,
     };
     let name = path.to_fs_name::<GenericFilePath>().map_err(connect_err)?;
