@@ -104,7 +104,8 @@ impl Checkpointer {
         path: &Path,
         threshold: c_int,
     ) -> Result<Checkpointer, StoreError> {
-        let conn = Connection::open(path).ctx(path, "cannot open the checkpointer's connection")?;
+        let conn = super::wal_appends::open(path)
+            .ctx(path, "cannot open the checkpointer's connection")?;
         conn.busy_timeout(Duration::from_secs(10))
             .ctx(path, "cannot set busy timeout")?;
         // A checkpoint copies frames through a buffer of its own, not the page cache.

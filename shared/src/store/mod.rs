@@ -28,6 +28,7 @@ mod limits;
 pub mod schema;
 mod scoped;
 mod scoped_export;
+mod wal_appends;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -145,7 +146,7 @@ impl Store {
     /// an older schema; everything else uses the current one).
     fn open_at(path: &Path, version: i64) -> Result<Store, StoreError> {
         Self::check_existing(path)?;
-        let conn = Connection::open(path).ctx(path, "cannot open the store")?;
+        let conn = wal_appends::open(path).ctx(path, "cannot open the store")?;
         let mut store = Store {
             conn,
             path: path.to_path_buf(),
@@ -546,6 +547,8 @@ mod migration_tests;
 mod retention_tests;
 #[cfg(test)]
 mod unit_rows_tests;
+#[cfg(test)]
+mod wal_appends_tests;
 /// Puts a SQLite file in WAL mode. Several processes open one file at once (the synchronizer,
 /// the collector, applications, agents); the switch needs a lock for which SQLite does not
 /// always call the busy handler, so it is retried here for up to 10 s. A file already in WAL is
