@@ -12,6 +12,8 @@
 //! - `full`: seed 001's full enumeration of an out-of-date destination, source and destination.
 //! - `limits`: per-store caps on what is applied (the body size cap).
 //! - `checkpoint`: an import connection's WAL checkpoints on a thread of their own.
+//! - `wal_appends`: the VFS shim every store connection opens with, writing the WAL's appends
+//!   128 KiB at a time instead of two system calls per frame.
 
 mod apply;
 mod checkpoint;
