@@ -408,25 +408,6 @@ macro_rules! flushing {
     };
 }
 
-unsafe extern "C" fn wal_read(
-    file: *mut ffi::sqlite3_file,
-    buf: *mut c_void,
-    amount: c_int,
-    offset: i64,
-) -> c_int {
-    // SAFETY: SQLite calls this on an open WalFile with a buffer of `amount` bytes.
-    unsafe {
-        let rc = flush(file);
-        if rc != ffi::SQLITE_OK {
-            return rc;
-        }
-        match inner_methods(file).xRead {
-            Some(read) => read(inner_file(file), buf, amount, offset),
-            None => ffi::SQLITE_MISUSE,
-        }
-    }
-}
-
 unsafe extern "C" fn wal_close(file: *mut ffi::sqlite3_file) -> c_int {
     // SAFETY: SQLite closes an open WalFile once; its appends are freed here and nowhere else.
     unsafe {
@@ -446,6 +427,7 @@ unsafe extern "C" fn wal_close(file: *mut ffi::sqlite3_file) -> c_int {
     }
 }
 
+flushing!(wal_read, xRead, (buf: *mut c_void, amount: c_int, offset: i64));
 flushing!(wal_truncate, xTruncate, (size: i64));
 flushing!(wal_sync, xSync, (flags: c_int));
 flushing!(wal_file_size, xFileSize, (size: *mut i64));
